@@ -1,0 +1,48 @@
+# The serving image: NVIDIA's Triton release, plus exactly what the Python-backend
+# models of model_repository/ import (numpy, tokenizers), pinned by requirements.lock.
+# The model repository is not in the image: it is mounted at /models (read-only).
+#
+#   docker compose build tritonserver          (passes NGC_RELEASE from docker-compose.yml)
+#   docker build -f docker/tritonserver.Dockerfile --build-arg NGC_RELEASE=25.10 -t emotion-triton/tritonserver:local .
+#
+# NGC_RELEASE has no default on purpose: its one pinned value is x-ngc-release in
+# docker-compose.yml, shared with docker/build.Dockerfile (tests/test_deploy.py checks both).
+ARG NGC_RELEASE
+FROM nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3
+
+USER root
+COPY requirements.lock /tmp/requirements.lock
+# --no-deps: the models need tokenizers' Rust core only (Tokenizer.from_file), not the Hub client it
+# declares. PIP_BREAK_SYSTEM_PACKAGES: the image's Python (3.12, Ubuntu 24.04) is marked externally
+# managed; these two wheels are all the Python backend stubs import besides the standard library.
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 PIP_CONSTRAINT= python3 -m pip install --no-cache-dir --no-deps \
+        -c /tmp/requirements.lock numpy tokenizers \
+    && python3 -c "import numpy, tokenizers; print('numpy', numpy.__version__, 'tokenizers', tokenizers.__version__)" \
+    && rm /tmp/requirements.lock
+
+COPY deploy/healthcheck.py /opt/emotion-triton/healthcheck.py
+COPY docker/tritonserver-entrypoint.sh /opt/emotion-triton/entrypoint.sh
+RUN chmod 0755 /opt/emotion-triton/healthcheck.py /opt/emotion-triton/entrypoint.sh
+
+# The image's non-root user (uid 1000, gid 1000 in every Triton release).
+USER triton-server
+WORKDIR /opt/emotion-triton
+EXPOSE 8000 8001 8002
+
+# The entrypoint fills in the admin key and execs NVIDIA's entrypoint, which execs
+# tritonserver: tritonserver is PID 1 and gets docker's / the kubelet's SIGTERM itself.
+ENTRYPOINT ["/opt/emotion-triton/entrypoint.sh"]
+# The production flags; docker-compose.yml and deploy/k8s/deployment.yaml repeat them
+# (tests/test_deploy.py checks all three against emotion_triton.server.common_flags).
+CMD ["tritonserver", \
+     "--model-repository=/models", \
+     "--model-control-mode=none", \
+     "--strict-readiness=true", \
+     "--exit-timeout-secs=30", \
+     "--http-port=8000", \
+     "--grpc-port=8001", \
+     "--metrics-port=8002", \
+     "--allow-metrics=true", \
+     "--allow-gpu-metrics=true", \
+     "--http-restricted-api=shared-memory,model-repository,logging,trace:admin-key=@TRITON_ADMIN_KEY@", \
+     "--grpc-restricted-protocol=shared-memory,model-repository,logging,trace:admin-key=@TRITON_ADMIN_KEY@"]

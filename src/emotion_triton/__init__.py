@@ -1,0 +1,1 @@
+"""Serve a fine-tuned transformer text classifier on NVIDIA Triton Inference Server."""

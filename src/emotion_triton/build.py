@@ -1,0 +1,114 @@
+"""The build step: fine-tune (or take a fine-tuned checkpoint), export, check, install."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import data as data_module
+from .export import check_against_eager, install, trace
+from .hub import resolve_packaged_model
+from .metrics import format_metrics, plot_confusion_matrix
+from .modeling import checkpoint_labels, load_classifier, load_tokenizer
+from .repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
+from .training import TrainingArguments, evaluate, fine_tune
+
+
+@dataclass
+class BuildOptions:
+    base_model: str = "distilbert-base-uncased"
+    data: str | None = "dair-ai/emotion"
+    finetuned: str | None = None  # export this fine-tuned checkpoint instead of training
+    repository: Path = DEFAULT_REPOSITORY
+    output_dir: Path | None = None  # fine-tuned checkpoint and resumable state; default runs/<name>
+    labels: list[str] | None = None
+    training: TrainingArguments = field(default_factory=TrainingArguments)
+
+
+def run_name(options: BuildOptions) -> str:
+    source = options.finetuned or f"{options.base_model}-{options.data}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in source.strip("/").split("/")[-1] if c)[:80]
+
+
+def build(options: BuildOptions) -> dict:
+    """Runs the whole build and returns its report (also written next to the model)."""
+    ensemble = Ensemble.read(options.repository)
+    args = options.training
+    work_dir = Path(options.output_dir or PROJECT_ROOT / "runs" / run_name(options))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions()}
+
+    if options.finetuned:
+        source = resolve_packaged_model(options.finetuned)
+        tokenizer = load_tokenizer(source, "--finetuned")
+        model = load_classifier(source, "--finetuned")
+        label_names = checkpoint_labels(model)
+        report["finetuned"] = options.finetuned
+        data = data_module.load(options.data, label_names) if options.data else None
+    else:
+        data = data_module.load(options.data, options.labels)
+        if "train" not in data.splits or "validation" not in data.splits:
+            raise ValueError(f"{options.data}: fine-tuning needs a train and a validation split")
+        label_names = data.label_names
+        base = resolve_packaged_model(options.base_model)
+        tokenizer = load_tokenizer(base, "--base-model")
+        model = load_classifier(base, "--base-model", label_names)
+        report["base_model"] = options.base_model
+        report["training_arguments"] = dataclasses.asdict(args)
+        report["training"] = fine_tune(model, tokenizer, data, args, work_dir)
+        checkpoint = work_dir / "checkpoint"
+        model.save_pretrained(checkpoint)
+        tokenizer.save_pretrained(checkpoint)
+        report["checkpoint"] = str(checkpoint)
+        tqdm.write(f"fine-tuned checkpoint saved in {checkpoint}")
+
+    report["labels"] = label_names
+    report["max_length"] = args.max_length
+    confusion_png = None
+    if data is not None:
+        report["data"] = {
+            "source": data.source,
+            "rows": {name: len(split.texts) for name, split in data.splits.items()},
+            "skipped_rows": {name: split.problems.total for name, split in data.splits.items()},
+        }
+        if "validation" in data.splits:
+            metrics = evaluate(model, tokenizer, data, "validation", args.max_length)
+            report["validation"] = metrics
+            print(format_metrics(metrics))
+            confusion_png = plot_confusion_matrix(
+                metrics, work_dir / "confusion_matrix.png", f"{run_name(options)} (validation)"
+            )
+
+    texts = _check_texts(data, tokenizer)
+    stages = tqdm(total=2, desc="export", unit="stage", dynamic_ncols=True)
+    started = time.perf_counter()
+    scripted = trace(model, tokenizer, texts, args.max_length)
+    stages.update(1)
+    report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, args.max_length)
+    stages.update(1)
+    stages.close()
+    report["export_seconds"] = round(time.perf_counter() - started, 1)
+    install(ensemble, scripted, tokenizer, label_names, args.max_length, report, confusion_png)
+    print(f"installed {ensemble.model_file} and {ensemble.tokenizer_file}; report: {ensemble.report_file}")
+    return report
+
+
+def _check_texts(data, tokenizer) -> list[str]:
+    if data is not None:
+        split = data.splits.get("validation") or next(iter(data.splits.values()))
+        return split.texts[:256]
+    # Without data, checks run on the tokenizer's own vocabulary: real tokens, varied lengths.
+    vocab = [t for t in tokenizer.get_vocab() if t.isalpha()][:2000]
+    return [" ".join(vocab[i : i + 1 + (i % 60)]) for i in range(0, 1200, 37)]
+
+
+def _versions() -> dict:
+    names = ("torch", "transformers", "tokenizers", "numpy", "scikit-learn")
+    return {"python": platform.python_version(), **{name: version(name) for name in names}}

@@ -1,0 +1,213 @@
+"""A small client for the `emotion` ensemble over gRPC or HTTP (tritonclient).
+
+    with EmotionClient("127.0.0.1:8001") as client:
+        for p in client.classify(["i feel great", "this is scary"]):
+            print(p.label, p.scores)
+
+Labels, input and output names and the largest batch are read from the
+server's model configuration, never repeated here. Texts go in batched
+requests of up to `max_batch_size`. Overload answers (UNAVAILABLE / 503) are
+retried with exponential backoff; a text the server refuses fails alone, not
+its neighbours.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+
+
+class ClientError(RuntimeError):
+    """A one-line reason a request could not be answered."""
+
+    def __init__(self, message: str, kind: str = "error"):
+        super().__init__(message)
+        self.kind = kind  # unavailable, timeout, invalid, not_found, overloaded, error
+
+
+@dataclass
+class Prediction:
+    text: str
+    label: str | None
+    scores: dict[str, float] | None  # every class in label order
+    error: str | None = None
+
+    def as_pipeline(self) -> list[dict]:
+        """The Hugging Face pipeline's format (top_k=None), in label order."""
+        return [{"label": label, "score": score} for label, score in (self.scores or {}).items()]
+
+
+def _classify_error(error: Exception, url: str, model: str) -> ClientError:
+    status = str(error.status() if isinstance(error, InferenceServerException) else "") or ""
+    text = error.message() if isinstance(error, InferenceServerException) else str(error)
+    text = (text or type(error).__name__).strip().splitlines()[0]
+    lowered = text.lower()
+    if "DEADLINE_EXCEEDED" in status or "timed out" in lowered or "timeout" in lowered or "deadline" in lowered:
+        return ClientError(f"no answer from {url} in time: {text}", "timeout")
+    if "UNAVAILABLE" in status and ("connect" in lowered or "failed to" in lowered or "dns" in lowered):
+        return ClientError(f"cannot reach a Triton server at {url}: {text}", "unavailable")
+    if "UNAVAILABLE" in status or status == "503" or "exceeds maximum queue size" in lowered:
+        return ClientError(f"the server is overloaded: {text}", "overloaded")
+    if "unknown model" in lowered or "not found" in lowered or status in ("NOT_FOUND", "StatusCode.NOT_FOUND"):
+        return ClientError(f"model '{model}' is not served at {url}: {text}", "not_found")
+    if "INVALID_ARGUMENT" in status or status == "400":
+        return ClientError(text, "invalid")
+    if isinstance(error, ConnectionError | OSError):
+        return ClientError(f"cannot reach a Triton server at {url}: {text}", "unavailable")
+    return ClientError(text, "error")
+
+
+class EmotionClient:
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: str = "grpc",
+        model: str = "emotion",
+        timeout: float = 30.0,
+        retries: int = 4,
+        concurrency: int = 1,
+    ):
+        if protocol not in ("grpc", "http"):
+            raise ValueError(f"protocol must be grpc or http, not {protocol!r}")
+        self.protocol = protocol
+        self.url = url or DEFAULT_URLS[protocol]
+        self.model = model
+        self.timeout = timeout
+        self.retries = retries
+        self.concurrency = max(1, concurrency)
+        self._local = threading.local()  # tritonclient's HTTP client is not thread-safe: one per thread
+        self._clients = []
+        self._config = None
+        self._labels = None
+
+    # -- connection -------------------------------------------------------------------------
+    @property
+    def _module(self):
+        if self.protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+        return module
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.protocol == "grpc":
+                client = self._module.InferenceServerClient(self.url)
+            else:
+                client = self._module.InferenceServerClient(
+                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout
+                )
+            self._local.client = client
+            self._clients.append(client)
+        return client
+
+    def _call(self, method: str, *args, **kwargs):
+        try:
+            return getattr(self._client(), method)(*args, **kwargs)
+        except (InferenceServerException, OSError, ConnectionError) as error:
+            raise _classify_error(error, self.url, self.model) from None
+
+    def model_config(self, name: str) -> dict:
+        if self.protocol == "grpc":
+            return self._call("get_model_config", name, as_json=True, client_timeout=self.timeout)["config"]
+        return self._call("get_model_config", name)
+
+    @property
+    def config(self) -> dict:
+        if self._config is None:
+            self._config = self.model_config(self.model)
+        return self._config
+
+    @property
+    def max_batch_size(self) -> int:
+        return int(self.config.get("max_batch_size") or 1)
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names, from the `labels` parameter of the step that produces the scores."""
+        if self._labels is None:
+            import json
+
+            scores = self.config["output"][1]["name"] if len(self.config["output"]) > 1 else None
+            for step in self.config.get("ensemble_scheduling", {}).get("step", []):
+                if scores in step.get("output_map", {}).values():
+                    params = self.model_config(step["model_name"]).get("parameters", {})
+                    self._labels = json.loads(params["labels"]["string_value"])
+                    break
+            else:
+                raise ClientError(f"model '{self.model}' has no step that names its labels", "error")
+        return self._labels
+
+    # -- inference --------------------------------------------------------------------------
+    def infer(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
+        """One request: the winning label and all class probabilities of each text."""
+        module = self._module
+        input_name = self.config["input"][0]["name"]
+        label_name, scores_name = (output["name"] for output in self.config["output"][:2])
+        array = np.array([[t.encode("utf-8") if isinstance(t, str) else t] for t in texts], dtype=np.object_)
+        tensor = module.InferInput(input_name, list(array.shape), "BYTES")
+        tensor.set_data_from_numpy(array)
+        outputs = [module.InferRequestedOutput(label_name), module.InferRequestedOutput(scores_name)]
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                result = self._call("infer", self.model, [tensor], outputs=outputs, **kwargs)
+                break
+            except ClientError as error:
+                if error.kind != "overloaded" or attempt == self.retries:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        labels = [value.decode("utf-8") for value in result.as_numpy(label_name).reshape(-1)]
+        return labels, result.as_numpy(scores_name)
+
+    def classify(self, texts: list[str]) -> list[Prediction]:
+        """Classifies any number of texts in batched requests (`concurrency` at a time)."""
+        texts = list(texts)
+        size = self.max_batch_size
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        if self.concurrency > 1 and len(chunks) > 1:
+            with ThreadPoolExecutor(self.concurrency) as pool:
+                parts = list(pool.map(self._classify_chunk, chunks))
+        else:
+            parts = [self._classify_chunk(chunk) for chunk in chunks]
+        return [prediction for part in parts for prediction in part]
+
+    def _classify_chunk(self, texts: list[str]) -> list[Prediction]:
+        try:
+            labels, scores = self.infer(texts)
+        except ClientError as error:
+            if error.kind != "invalid":
+                raise
+            if len(texts) == 1:
+                return [Prediction(texts[0], None, None, str(error))]
+            # The server refuses a whole request for one bad text: find it, keep the others.
+            return [p for text in texts for p in self._classify_chunk([text])]
+        names = self.labels
+        return [
+            Prediction(text, label, dict(zip(names, map(float, row), strict=True)))
+            for text, label, row in zip(texts, labels, scores, strict=True)
+        ]
+
+    def close(self) -> None:
+        for client in self._clients:
+            try:
+                client.close()
+            except Exception:  # closing a broken connection must not hide the real error
+                pass
+        self._clients.clear()
+
+    def __enter__(self) -> EmotionClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

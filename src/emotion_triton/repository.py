@@ -1,0 +1,101 @@
+"""The Triton model repository: its config.pbtxt files are the one source of truth.
+
+Model names, inputs, outputs, labels and batching limits are read from the
+configurations here, parsed with Triton's own protobuf definitions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
+DEFAULT_ENSEMBLE = "emotion"
+LOCAL_CONFIG_NAME = "local"  # configs/local.pbtxt: the CPU variant for tritonserver --model-config-name
+
+
+def parse_config(path: str | Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
+
+
+def parameter(config: model_config_pb2.ModelConfig, key: str) -> str:
+    if key not in config.parameters:
+        raise KeyError(f"model '{config.name}' has no parameter '{key}'")
+    return config.parameters[key].string_value
+
+
+def set_parameter(path: str | Path, key: str, value: str) -> None:
+    """Rewrites one `parameters` value in place, keeping the file's layout and comments."""
+    path = Path(path)
+    text = path.read_text()
+    pattern = re.compile(r'(key:\s*"' + re.escape(key) + r'"\s*value\s*\{\s*string_value:\s*)"(?:[^"\\]|\\.)*"')
+    quoted = json.dumps(value)  # a protobuf text string literal accepts JSON's escapes
+    new_text, count = pattern.subn(lambda m: m.group(1) + quoted, text)
+    if count != 1:
+        raise ValueError(f"{path}: expected one parameter '{key}', found {count}")
+    if parameter(text_format.Parse(new_text, model_config_pb2.ModelConfig()), key) != value:
+        raise ValueError(f"{path}: rewriting parameter '{key}' did not round-trip")
+    path.write_text(new_text)
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The ensemble and its three steps, found by reading the repository's configs."""
+
+    repository: Path
+    name: str
+    tokenizer: str
+    classifier: str
+    postprocess: str
+
+    @classmethod
+    def read(cls, repository: str | Path = DEFAULT_REPOSITORY, name: str = DEFAULT_ENSEMBLE) -> Ensemble:
+        repository = Path(repository)
+        config = parse_config(repository / name / "config.pbtxt")
+        steps = [step.model_name for step in config.ensemble_scheduling.step]
+        if len(steps) != 3:
+            raise ValueError(f"ensemble '{name}' should have 3 steps (tokenizer, classifier, postprocess): {steps}")
+        return cls(repository, name, *steps)
+
+    def config_path(self, model: str, variant: str | None = None) -> Path:
+        directory = self.repository / model
+        return directory / "configs" / f"{variant}.pbtxt" if variant else directory / "config.pbtxt"
+
+    def config(self, model: str, variant: str | None = None) -> model_config_pb2.ModelConfig:
+        return parse_config(self.config_path(model, variant))
+
+    def version_dir(self, model: str) -> Path:
+        return self.repository / model / "1"
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.version_dir(self.tokenizer) / "tokenizer.json"
+
+    @property
+    def model_file(self) -> Path:
+        return self.version_dir(self.classifier) / "model.pt"
+
+    @property
+    def report_file(self) -> Path:
+        return self.version_dir(self.classifier) / "build_report.json"
+
+    @property
+    def labels(self) -> list[str]:
+        return json.loads(parameter(self.config(self.postprocess), "labels"))
+
+    @property
+    def max_length(self) -> int:
+        return int(parameter(self.config(self.tokenizer), "max_length"))
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.config(self.name).max_batch_size
+
+    def is_built(self) -> bool:
+        return self.model_file.is_file() and self.tokenizer_file.is_file()

@@ -1,0 +1,408 @@
+"""The local server: the real `tritonserver` of the nvidia-pytriton wheel, on the CPU, on loopback.
+
+    python -m emotion_triton.server [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
+
+It checks what it needs first (libpython, free ports, a built and loadable
+model), starts tritonserver with the CPU configs (`--model-config-name=local`),
+waits until the ensemble answers a real inference, and then keeps checking
+that it does (an inference canary: Triton 2.51 keeps reporting "ready" when a
+Python-backend stub has died). A failed canary restarts tritonserver; repeated
+failures end the process with a non-zero exit. SIGINT and SIGTERM stop it
+cleanly: requests in flight complete within the exit timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes.util
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .repository import DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, LOCAL_CONFIG_NAME, Ensemble
+
+PUBLISHED_CHECKPOINT = "bhadresh-savani/distilbert-base-uncased-emotion"
+OFFLINE_BUILD_COMMAND = "python build/build.py --preset minilm-offline"
+RESTRICTED_APIS = "shared-memory,model-repository,logging,trace"
+ADMIN_HEADER = "admin-key"
+
+
+def common_flags(exit_timeout: int, admin_key: str) -> list[str]:
+    """The tritonserver flags of every deployment: this local server, docker-compose.yml and deploy/k8s.
+
+    Model control mode `none` (no repository polling, no load/unload API), strict readiness, the exit
+    timeout and the APIs restricted to the `admin-key` header; addresses, ports, the repository and the
+    model configuration differ per deployment (tests/test_deploy.py compares them).
+    """
+    restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={admin_key}"
+    return [
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        f"--exit-timeout-secs={exit_timeout}",
+        f"--http-restricted-api={restricted}",
+        f"--grpc-restricted-protocol={restricted}",
+    ]
+
+
+class ServerError(RuntimeError):
+    """A one-line cause and fix for why the server cannot start or keep serving."""
+
+
+@dataclass
+class ServerOptions:
+    repository: Path = DEFAULT_REPOSITORY
+    ensemble: str = DEFAULT_ENSEMBLE
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    config_name: str = LOCAL_CONFIG_NAME
+    exit_timeout: int = 30  # seconds tritonserver gives requests in flight on shutdown
+    ready_timeout: float = 180.0
+    admin_key: str = field(default_factory=lambda: os.environ.get("TRITON_ADMIN_KEY") or secrets.token_urlsafe(24))
+    log_file: Path | None = None  # default: a file in the system's temp folder
+    extra_args: tuple[str, ...] = ()
+
+
+def pytriton_dir() -> Path:
+    try:
+        import pytriton
+    except ImportError as error:
+        raise ServerError("the nvidia-pytriton wheel is not installed: run `make setup`") from error
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def backend_directory(cache: Path) -> Path:
+    """A backend folder holding the wheel's Python backend and this Python's stub, as symlinks.
+
+    The stub finds its bundled libraries relative to its real path, so copies would not run.
+    """
+    root = pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    files = {
+        "libtriton_python.so": root / "backends" / "python" / "libtriton_python.so",
+        "triton_python_backend_utils.py": root / "backends" / "python" / "triton_python_backend_utils.py",
+        "triton_python_backend_stub": root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    }
+    target = cache / "backends" / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        if not source.exists():
+            raise ServerError(f"{source} is missing: nvidia-pytriton has no Python backend for Python {version}")
+        link = target / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(source)
+    return cache / "backends"
+
+
+def check_libpython() -> None:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if (
+        ctypes.util.find_library(f"python{version}") is None
+        and not (Path(sysconfig.get_config_var("LIBDIR") or "/nonexistent") / f"libpython{version}.so.1.0").exists()
+    ):
+        raise ServerError(
+            f"libpython{version}.so.1.0 is missing (the Python backend stub embeds it): "
+            f"install it, e.g. `apt-get install libpython{version}`"
+        )
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            env = {"HTTP": "HTTP_PORT", "gRPC": "GRPC_PORT", "metrics": "METRICS_PORT"}[what]
+            raise ServerError(
+                f"{what} port {host}:{port} is in use ({error.strerror}): stop what uses it or pick another, "
+                f"e.g. `make serve {env}={port + 10}`"
+            ) from error
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def check_built_model(ensemble: Ensemble) -> None:
+    """Loads model.pt and tokenizer.json once, so a broken file is one line here, not a Triton log."""
+    import torch
+    from tokenizers import Tokenizer
+
+    for path, load in ((ensemble.model_file, torch.jit.load), (ensemble.tokenizer_file, Tokenizer.from_file)):
+        rel = _relative(path)
+        if not path.is_file():
+            raise ServerError(f"{rel} is missing: build the model with `{OFFLINE_BUILD_COMMAND}`")
+        try:
+            load(str(path))
+        except Exception as error:  # torch and tokenizers raise several types for a bad file
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ServerError(
+                f"{rel} cannot be loaded ({first[:160]}): rebuild it with `{OFFLINE_BUILD_COMMAND}`"
+            ) from error
+
+
+def ensure_built(ensemble: Ensemble) -> None:
+    """With no model yet, exports the model card's published checkpoint; offline, says how to build locally."""
+    if ensemble.model_file.exists() or ensemble.tokenizer_file.exists():
+        return
+    from .hub import hub_reachable
+
+    if not hub_reachable():
+        raise ServerError(
+            f"no model in {_relative(ensemble.repository)} yet, and the Hugging Face Hub (for {PUBLISHED_CHECKPOINT}) "
+            f"is unreachable: build one from local files with `{OFFLINE_BUILD_COMMAND}`"
+        )
+    from .build import BuildOptions, build
+
+    print(f"no model in {_relative(ensemble.repository)} yet: exporting {PUBLISHED_CHECKPOINT} from the Hub")
+    build(BuildOptions(finetuned=PUBLISHED_CHECKPOINT, data=None, repository=ensemble.repository))
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class LocalServer:
+    """One tritonserver process serving the repository on loopback; a context manager."""
+
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.ensemble = Ensemble.read(options.repository, options.ensemble)
+        self.process: subprocess.Popen | None = None
+        self._workdir = Path(tempfile.mkdtemp(prefix="emotion-triton-"))
+        self.log_file = Path(options.log_file or self._workdir / "tritonserver.log")
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.host}:{self.options.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.host}:{self.options.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        o = self.options
+        return [
+            str(pytriton_dir() / "bin" / "tritonserver"),
+            f"--model-repository={Path(o.repository).resolve()}",
+            f"--model-config-name={o.config_name}",
+            f"--backend-directory={backend_directory(self._workdir)}",
+            *common_flags(o.exit_timeout, o.admin_key),
+            f"--http-address={o.host}",
+            f"--http-port={o.http_port}",
+            f"--grpc-address={o.host}",
+            f"--grpc-port={o.grpc_port}",
+            f"--metrics-address={o.host}",
+            f"--metrics-port={o.metrics_port}",
+            "--allow-gpu-metrics=false",
+            *o.extra_args,
+        ]
+
+    def preflight(self) -> None:
+        check_libpython()
+        for what, port in (
+            ("HTTP", self.options.http_port),
+            ("gRPC", self.options.grpc_port),
+            ("metrics", self.options.metrics_port),
+        ):
+            check_port_free(self.options.host, port, what)
+        ensure_built(self.ensemble)
+        check_built_model(self.ensemble)
+
+    def start(self) -> None:
+        self.preflight()
+        env = dict(os.environ)
+        # The stub finds numpy, torch and tokenizers through the first `python3` on PATH.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the process for its lifetime
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        self.wait_until_serving()
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + self.options.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}: {self.log_summary()}")
+            if self.canary(timeout=5.0):
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise ServerError(
+            f"the ensemble did not answer within {self.options.ready_timeout:.0f} s: {self.log_summary()}"
+        )
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def canary(self, timeout: float = 5.0) -> bool:
+        """True when the ensemble answers a real inference: the only proof that every step works."""
+        if not self.is_ready():
+            return False
+        config = self.ensemble.config(self.ensemble.name)
+        body = json.dumps(
+            {
+                "inputs": [
+                    {"name": config.input[0].name, "shape": [1, 1], "datatype": "BYTES", "data": ["i feel fine today"]}
+                ]
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"http://{self.http_url}/v2/models/{self.ensemble.name}/infer",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                outputs = json.load(response).get("outputs", [])
+                return response.status == 200 and len(outputs) == len(config.output)
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def log_summary(self, lines: int = 3) -> str:
+        """The last error lines of tritonserver's log, without the GPU noise of a CPU-only machine."""
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            return f"no log at {self.log_file}"
+        noise = ("CUDA", "cuda", "NVML", "DCGM", "GPU", "pinned memory", "stream")
+        errors = [line for line in text if line.startswith("E") and not any(word in line for word in noise)]
+        return " | ".join(errors[-lines:]) or f"see {self.log_file}"
+
+    def stop(self) -> int | None:
+        """SIGTERM, then up to exit_timeout (+5 s) for requests in flight, then SIGKILL."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(self.options.exit_timeout + 5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve_forever(server: LocalServer, canary_interval: float = 5.0, max_restarts: int = 3) -> int:
+    """Runs until SIGINT/SIGTERM (exit 0) or until tritonserver cannot be kept serving (exit 1)."""
+    stopping = []
+
+    def on_signal(signum, _frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    restarts, failures = 0, 0
+    while not stopping:
+        time.sleep(0.2)
+        if stopping or time.monotonic() % canary_interval > 0.2:
+            continue
+        if server.process.poll() is None and server.canary():
+            failures = 0
+            continue
+        failures += 1
+        if failures < 2 and server.process.poll() is None:
+            continue
+        if restarts >= max_restarts:
+            print(
+                f"error: the ensemble stopped answering and {max_restarts} restarts did not help: "
+                f"{server.log_summary()}",
+                file=sys.stderr,
+            )
+            server.stop()
+            return 1
+        restarts += 1
+        print(
+            f"the ensemble stopped answering ({server.log_summary(1)}); restarting tritonserver "
+            f"({restarts}/{max_restarts})",
+            file=sys.stderr,
+        )
+        server.stop()
+        try:
+            server.start()
+        except ServerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        failures = 0
+    print("stopping tritonserver (requests in flight complete first)")
+    code = server.stop()
+    print(f"tritonserver stopped (exit code {code})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = ServerOptions()
+    parser = argparse.ArgumentParser(description="Serve the emotion ensemble with a local tritonserver on the CPU.")
+    parser.add_argument("--repository", type=Path, default=defaults.repository)
+    parser.add_argument("--host", default=defaults.host, help="address to bind (default: loopback only)")
+    parser.add_argument("--http-port", type=int, default=defaults.http_port)
+    parser.add_argument("--grpc-port", type=int, default=defaults.grpc_port)
+    parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
+    parser.add_argument(
+        "--exit-timeout", type=int, default=defaults.exit_timeout, help="seconds requests in flight get on shutdown"
+    )
+    parser.add_argument("--log-file", type=Path, help="tritonserver's log (default: a temporary file)")
+    args = parser.parse_args(argv)
+    options = ServerOptions(
+        repository=args.repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        exit_timeout=args.exit_timeout,
+        log_file=args.log_file,
+    )
+    server = LocalServer(options)
+    print(f"starting tritonserver on {options.host} (log: {server.log_file})")
+    try:
+        server.start()
+    except ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        server.stop()
+        return 130
+    print(f"serving ensemble '{options.ensemble}' ({', '.join(server.ensemble.labels)})")
+    print(f"  HTTP     http://{server.http_url}")
+    print(f"  gRPC     {server.grpc_url}")
+    print(f"  metrics  {server.metrics_url}")
+    print(f'  try:     python client/classify.py --url {server.grpc_url} --text "i feel great today"')
+    print("Ctrl-C stops it.")
+    return serve_forever(server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

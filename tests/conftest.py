@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny models built by the tests, model repositories, real tritonservers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emotion_triton.build import BuildOptions, build
+from emotion_triton.data import read_file
+from emotion_triton.repository import DEFAULT_REPOSITORY
+from emotion_triton.server import LocalServer, ServerOptions, free_port
+from emotion_triton.training import TrainingArguments
+
+from .tiny_models import make_tiny_base
+
+EMOTION_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion"
+
+
+@pytest.fixture(scope="session")
+def emotion_data() -> Path:
+    if not (EMOTION_DATA / "validation.txt").exists():
+        pytest.fail(f"the emotion data set is expected in {EMOTION_DATA}")
+    return EMOTION_DATA
+
+
+@pytest.fixture(scope="session")
+def validation_texts(emotion_data) -> list[str]:
+    return read_file(emotion_data / "validation.txt").texts
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory, emotion_data) -> Path:
+    """A few hundred rows of the real splits, in the local `text;label` layout."""
+    directory = tmp_path_factory.mktemp("small-data")
+    for name, rows in (("train", 600), ("validation", 200)):
+        lines = (emotion_data / f"{name}.txt").read_text(encoding="utf-8").splitlines()[:rows]
+        (directory / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, emotion_data):
+    """make(family) -> directory of a tiny randomly initialised pretrained model of that family."""
+    texts = read_file(emotion_data / "train.txt").texts[:3000]
+    made = {}
+
+    def make(family: str) -> Path:
+        if family not in made:
+            made[family] = make_tiny_base(family, texts, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return made[family]
+
+    return make
+
+
+def copy_repository(target: Path) -> Path:
+    """The project's model repository (configs and model.py files only) in a temporary folder."""
+    shutil.copytree(
+        DEFAULT_REPOSITORY,
+        target,
+        ignore=shutil.ignore_patterns("*.pt", "tokenizer.json", "build_report.json", "*.png", "__pycache__"),
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def built_repository(tmp_path_factory, tiny_base, small_data):
+    """built(family) -> (repository, fine-tuned checkpoint dir) of a tiny model trained for a few steps."""
+    built = {}
+
+    def make(family: str) -> tuple[Path, Path]:
+        if family not in built:
+            root = tmp_path_factory.mktemp(f"built-{family}")
+            repository = copy_repository(root / "model_repository")
+            options = BuildOptions(
+                base_model=str(tiny_base(family)),
+                data=str(small_data),
+                repository=repository,
+                output_dir=root / "run",
+                training=TrainingArguments(max_steps=4, batch_size=16, learning_rate=1e-3, epochs=1),
+            )
+            build(options)
+            built[family] = (repository, root / "run" / "checkpoint")
+        return built[family]
+
+    return make
+
+
+def start_server(repository: Path, tmp_path: Path, **kwargs) -> LocalServer:
+    options = ServerOptions(
+        repository=repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_file=tmp_path / "tritonserver.log",
+        **kwargs,
+    )
+    server = LocalServer(options)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def served(built_repository, tmp_path_factory):
+    """serve(family) -> a running LocalServer of that family's tiny model (one per family per session)."""
+    servers = {}
+
+    def serve(family: str) -> LocalServer:
+        if family not in servers:
+            repository, _ = built_repository(family)
+            servers[family] = start_server(repository, tmp_path_factory.mktemp(f"server-{family}"))
+        return servers[family]
+
+    yield serve
+    for server in servers.values():
+        server.stop()

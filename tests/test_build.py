@@ -1,0 +1,151 @@
+"""The build step on tiny models of the four families: fine-tune, export, check, install, report."""
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from emotion_triton import export
+from emotion_triton.build import BuildOptions, build
+from emotion_triton.hub import HubUnavailableError
+from emotion_triton.repository import Ensemble
+from emotion_triton.training import TrainingArguments
+
+from .conftest import copy_repository
+from .tiny_models import FAMILIES
+
+PROJECT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_build_installs_a_checked_model_and_a_full_report(family, built_repository):
+    repository, checkpoint = built_repository(family)
+    ensemble = Ensemble.read(repository)
+    assert ensemble.is_built()
+    assert ensemble.labels == ["sadness", "joy", "love", "anger", "fear", "surprise"]
+
+    report = json.loads(ensemble.report_file.read_text())
+    assert report["base_model"].endswith(f"tiny-{family}0")
+    assert report["data"]["rows"] == {"train": 600, "validation": 200}
+    assert report["training_arguments"]["max_steps"] == 4
+    assert report["training"]["steps"] == 4 and report["training"]["training_seconds"] > 0
+    validation = report["validation"]
+    assert set(validation) >= {"accuracy", "f1_weighted", "f1_macro", "per_class", "confusion_matrix"}
+    assert sum(map(sum, validation["confusion_matrix"])) == 200
+    assert set(report["versions"]) >= {"torch", "transformers", "tokenizers", "python"}
+    assert report["export_check"]["max_abs_logit_difference"] < 1e-4
+    assert ensemble.report_file.with_name("confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (checkpoint / "config.json").exists()
+
+    # The TorchScript signature is the classifier config's: (ids, mask) -> [batch, labels].
+    scripted = torch.jit.load(str(ensemble.model_file))
+    config = ensemble.config(ensemble.classifier)
+    assert len(list(scripted.graph.inputs())) - 1 == len(config.input)
+    ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]])
+    assert tuple(scripted(ids, (ids > 0).long()).shape) == (2, len(ensemble.labels))
+
+
+def test_a_torchscript_file_that_differs_from_the_eager_model_is_never_installed(
+    tmp_path, tiny_base, small_data, monkeypatch
+):
+    repository = copy_repository(tmp_path / "repo")
+    real_trace = export.trace
+
+    def broken_trace(model, *args):
+        # A TorchScript file of slightly different weights: the output layer's bias is off by 1e-3.
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            list(other.parameters())[-1].add_(1e-3)
+        return real_trace(other, *args)
+
+    monkeypatch.setattr("emotion_triton.build.trace", broken_trace)
+    options = BuildOptions(
+        base_model=str(tiny_base("bert")),
+        data=str(small_data),
+        repository=repository,
+        output_dir=tmp_path / "run",
+        training=TrainingArguments(max_steps=1, batch_size=8),
+    )
+    with pytest.raises(export.ExportCheckError, match="nothing was installed"):
+        build(options)
+    ensemble = Ensemble.read(repository)
+    assert not ensemble.model_file.exists() and not ensemble.tokenizer_file.exists()
+    assert not list(repository.glob(".staging-*"))
+
+
+def test_a_stopped_run_resumes_from_its_last_epoch(tmp_path, tiny_base, small_data, capsys, monkeypatch):
+    import emotion_triton.training as training
+
+    repository = copy_repository(tmp_path / "repo")
+    options = BuildOptions(
+        base_model=str(tiny_base("distilbert")),
+        data=str(small_data),
+        repository=repository,
+        output_dir=tmp_path / "run",
+        training=TrainingArguments(epochs=2, batch_size=64, learning_rate=1e-3),
+    )
+    real_evaluate, calls = training.evaluate, []
+
+    def stopped_in_epoch_two(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C at the end of epoch 2, before its checkpoint
+        return real_evaluate(*args)
+
+    monkeypatch.setattr(training, "evaluate", stopped_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        build(options)
+    assert not Ensemble.read(repository).model_file.exists()
+    capsys.readouterr()
+    report = build(options)
+    output = capsys.readouterr()
+    assert "resuming" in output.out + output.err and "after epoch 1" in output.out + output.err
+    assert [h["epoch"] for h in report["training"]["history"]] == [1, 2]
+    assert report["training"]["steps"] == 2 * report["training"]["steps_per_epoch"]
+    assert Ensemble.read(repository).is_built()
+
+
+def test_export_of_a_finetuned_checkpoint_without_training(tmp_path, built_repository, validation_texts):
+    _, checkpoint = built_repository("roberta")
+    repository = copy_repository(tmp_path / "repo")
+    report = build(BuildOptions(finetuned=str(checkpoint), data=None, repository=repository))
+    assert "training" not in report
+    ensemble = Ensemble.read(repository)
+    assert ensemble.is_built()
+    assert ensemble.labels == report["labels"]
+    # Same weights as the checkpoint: the export check compared them on real texts.
+    assert report["export_check"]["texts_checked"] > 10
+    assert np.isfinite(report["export_check"]["max_abs_logit_difference"])
+
+
+def test_hub_defaults_fail_fast_offline_with_the_local_option(monkeypatch, tmp_path, small_data):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from emotion_triton import hub
+
+    hub.hub_reachable.cache_clear()
+    repository = copy_repository(tmp_path / "repo")
+    with pytest.raises(HubUnavailableError, match="--base-model"):
+        build(BuildOptions(base_model="distilbert-base-uncased", data=str(small_data), repository=repository))
+    with pytest.raises(HubUnavailableError, match="--finetuned"):
+        build(
+            BuildOptions(finetuned="bhadresh-savani/distilbert-base-uncased-emotion", data=None, repository=repository)
+        )
+    hub.hub_reachable.cache_clear()
+
+
+def test_build_script_prints_one_line_offline(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, str(PROJECT / "build" / "build.py"), "--repository", str(copy_repository(tmp_path / "r"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("build failed: cannot load data set 'dair-ai/emotion'")
+    assert "--data" in result.stderr

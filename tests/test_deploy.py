@@ -1,0 +1,792 @@
+"""Deployment files, checked without a Docker engine, a GPU or a cluster.
+
+docker-compose.yml against the compose specification's JSON schema, the Kubernetes
+manifests against the Kubernetes schemas (both offline, with real validators), and
+everything that must agree across them: the NGC release, the tritonserver flags (those
+of the local server), ports (those of the client), paths, images, labels and metric
+names. The entrypoint scripts and the healthcheck run for real, against a fake Triton.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.resources
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dockerfile
+import jsonschema
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+
+from emotion_triton import server
+from emotion_triton.client import DEFAULT_URLS
+from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SERVING_DOCKERFILE = ROOT / "docker" / "tritonserver.Dockerfile"
+BUILD_DOCKERFILE = ROOT / "docker" / "build.Dockerfile"
+SERVING_ENTRYPOINT = ROOT / "docker" / "tritonserver-entrypoint.sh"
+BUILD_ENTRYPOINT = ROOT / "docker" / "build-entrypoint.sh"
+HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest supported upstream release to the newest schemas
+ADMIN_PLACEHOLDER = "@TRITON_ADMIN_KEY@"
+MINIMUM_RELEASE = (25, 10)  # older releases are affected by the 2025 security bulletins
+ALLOWED_MODEL_IMPORTS = {"numpy", "torch", "tokenizers", "triton_python_backend_utils"}
+# Flags only the local server has (CPU configs, the wheel's backends, loopback) and only the container has.
+LOCAL_ONLY = {"--model-config-name", "--backend-directory", "--http-address", "--grpc-address", "--metrics-address"}
+PER_DEPLOYMENT = {"--model-repository", "--http-port", "--grpc-port", "--metrics-port", "--allow-gpu-metrics"}
+CONTAINER_ONLY = {"--allow-metrics"}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def interpolate(value):
+    """docker compose's ${VAR:-default} / ${VAR} with no variable set, recursively."""
+    if isinstance(value, str):
+        return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", value)
+    if isinstance(value, list):
+        return [interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v) for k, v in value.items()}
+    return value
+
+
+def seconds(duration: str) -> float:
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, f"not a compose duration: {duration!r}"
+    hours, minutes, secs = (int(p or 0) for p in parts.groups())
+    return hours * 3600 + minutes * 60 + secs
+
+
+def size_bytes(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)\s*([kmg]?)b?", str(size).lower()).groups()
+    return int(number) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+
+
+def flags(command: list[str]) -> dict[str, str]:
+    """`--name=value` arguments as a dict (each flag once)."""
+    result = {}
+    for arg in command:
+        name, _, value = arg.partition("=")
+        assert name.startswith("--"), f"unexpected argument {arg!r}"
+        assert name not in result, f"{name} given twice"
+        result[name] = value
+    return result
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, tuple[str, ...], bool]]:
+    return [(c.cmd.upper(), c.value, c.json) for c in dockerfile.parse_file(str(path))]
+
+
+def dockerfile_value(path: Path, instruction: str) -> tuple[str, ...]:
+    values = [value for cmd, value, _ in dockerfile_instructions(path) if cmd == instruction]
+    assert values, f"{path.name} has no {instruction}"
+    return values[-1]
+
+
+def dockerfile_env(path: Path) -> dict[str, str]:
+    env = {}
+    for cmd, value, _ in dockerfile_instructions(path):
+        if cmd == "ENV":
+            env.update(zip(value[::2], value[1::2], strict=True))
+    return env
+
+
+def pip_packages(path: Path) -> set[str]:
+    """Requirement names of the `pip install` commands of a Dockerfile's RUN instructions."""
+    names = set()
+    for cmd, value, _ in dockerfile_instructions(path):
+        if cmd != "RUN":
+            continue
+        for segment in " ".join(value).split("&&"):
+            words = shlex.split(segment)
+            if "install" not in words or "pip" not in words:
+                continue
+            words = words[words.index("install") + 1 :]
+            skip = False
+            for word in words:
+                if skip:
+                    skip = False
+                elif word in ("-c", "-r", "--constraint", "--requirement"):
+                    skip = True
+                elif not word.startswith("-"):
+                    names.add(canonical(re.split(r"[\[=<>]", word)[0]))
+    return names
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[canonical(name.strip())] = version.strip()
+    return pins
+
+
+def third_party_imports(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return {m for m in modules if m not in sys.stdlib_module_names and m not in ("__future__", "emotion_triton")}
+
+
+def k8s_documents() -> list[tuple[str, dict]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    documents = []
+    for resource in kustomization["resources"]:
+        for document in yaml.safe_load_all((K8S / resource).read_text()):
+            if document:
+                documents.append((resource, document))
+    return documents
+
+
+def k8s_object(kind: str, name: str | None = None) -> dict:
+    found = [d for _, d in k8s_documents() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def serving(compose) -> dict:
+    return interpolate(compose["services"]["tritonserver"])
+
+
+@pytest.fixture(scope="module")
+def deployment() -> dict:
+    return k8s_object("Deployment", "emotion-triton")
+
+
+@pytest.fixture(scope="module")
+def triton_container(deployment) -> dict:
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "tritonserver"]
+    return container
+
+
+def container_commands(serving, triton_container) -> dict[str, list[str]]:
+    return {
+        "docker-compose.yml": serving["command"],
+        "docker/tritonserver.Dockerfile CMD": list(dockerfile_value(SERVING_DOCKERFILE, "CMD")),
+        "deploy/k8s/deployment.yaml": triton_container["args"],
+    }
+
+
+# -- compose: schema, release, GPU, mounts, ports ------------------------------------------------
+
+
+def compose_schema() -> dict:
+    vendored = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    return json.loads(vendored.read_text())
+
+
+def test_compose_file_follows_the_compose_specification(compose):
+    validator = jsonschema.Draft202012Validator(compose_schema())
+    for label, document in (("as written", compose), ("interpolated", interpolate(compose))):
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+        assert not errors, f"docker-compose.yml ({label}) breaks the compose specification: {errors}"
+    # The schema is strict: a misspelt key is an error, not ignored.
+    typo = {"services": {"tritonserver": {"image": "x", "shm_sise": "1gb"}}}
+    assert list(validator.iter_errors(typo))
+
+
+def test_ngc_release_is_pinned_once_and_recent_enough(compose):
+    release = compose["x-ngc-release"]
+    assert re.fullmatch(r"\d\d\.\d\d", release), f"x-ngc-release must be a yy.mm release, not {release!r}"
+    assert tuple(map(int, release.split("."))) >= MINIMUM_RELEASE, f"{release} predates the 2025 security fixes"
+    for service, dockerfile_path, base in (
+        ("tritonserver", SERVING_DOCKERFILE, "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3"),
+        ("build", BUILD_DOCKERFILE, "nvcr.io/nvidia/pytorch:${NGC_RELEASE}-py3"),
+    ):
+        build = compose["services"][service]["build"]
+        assert build["args"]["NGC_RELEASE"] == release
+        assert build["dockerfile"] == str(dockerfile_path.relative_to(ROOT)) and build["context"] == "."
+        instructions = dockerfile_instructions(dockerfile_path)
+        assert instructions[0][:2] == ("ARG", ("NGC_RELEASE",)), "NGC_RELEASE must be an ARG without a default"
+        assert [value for cmd, value, _ in instructions if cmd == "FROM"] == [(base,)]
+    # No other file pins a release of its own.
+    for path in [*(ROOT / "docker").rglob("*"), *(ROOT / "deploy").rglob("*")]:
+        if path.is_file():
+            assert not re.search(r"nvcr\.io/nvidia/[\w-]+:\d", path.read_text()), f"{path} pins an NGC release"
+
+
+def test_other_images_are_pinned(compose):
+    for name, service in compose["services"].items():
+        image = service["image"]
+        if "build" in service:
+            assert image.startswith("emotion-triton/"), f"{name}: a built image is named emotion-triton/..."
+            continue
+        tag = image.rpartition(":")[2]
+        assert ":" in image and tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), f"{name}: pin {image}"
+
+
+def test_gpu_is_reserved_for_the_server_and_the_build(compose):
+    for name in ("tritonserver", "build"):
+        devices = compose["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert any("gpu" in d["capabilities"] and d.get("driver") == "nvidia" for d in devices), name
+
+
+def test_every_mounted_path_exists_and_the_model_repository_is_read_only(compose):
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            if isinstance(volume, str):
+                source, _, rest = volume.partition(":")
+                volume = {"type": "bind" if source.startswith((".", "/")) else "volume", "source": source}
+            if volume["type"] == "bind":
+                assert (ROOT / volume["source"]).exists(), f"{name} mounts {volume['source']}, which is not in the repo"
+            else:
+                assert volume["source"] in compose["volumes"], f"{name}: undeclared volume {volume['source']}"
+
+    def repository_mount(service):
+        (mount,) = [v for v in service["volumes"] if isinstance(v, dict) and v["source"] == "./model_repository"]
+        return mount
+
+    serving_mount = repository_mount(compose["services"]["tritonserver"])
+    assert serving_mount["read_only"] is True
+    assert flags(compose["services"]["tritonserver"]["command"][1:])["--model-repository"] == serving_mount["target"]
+    build_mount = repository_mount(compose["services"]["build"])
+    assert not build_mount.get("read_only", False), "the build writes into the repository"
+    assert dockerfile_env(BUILD_DOCKERFILE)["MODEL_REPOSITORY"] == build_mount["target"]
+
+
+def test_ports_match_the_client_defaults(compose, serving, triton_container):
+    expected = {
+        "http": int(DEFAULT_URLS["http"].rsplit(":", 1)[1]),
+        "grpc": int(DEFAULT_URLS["grpc"].rsplit(":", 1)[1]),
+        "metrics": server.ServerOptions().metrics_port,
+    }
+    assert expected == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    published = {}
+    for mapping in serving["ports"]:
+        host, container = mapping.rsplit(":", 1)
+        published[int(container)] = int(host.rsplit(":", 1)[-1])
+    assert published == {port: port for port in expected.values()}, "ports published as the client expects them"
+    for where, command in container_commands(serving, triton_container).items():
+        given = flags(command[1:])
+        for name, port in expected.items():
+            assert given[f"--{name}-port"] == str(port), f"{where}: --{name}-port"
+    assert {int(p) for p in dockerfile_value(SERVING_DOCKERFILE, "EXPOSE")} == set(expected.values())
+    assert {p["name"]: p["containerPort"] for p in triton_container["ports"]} == expected
+    service = k8s_object("Service", "emotion-triton")
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == expected
+    prometheus = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())
+    targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
+    assert targets == [f"tritonserver:{expected['metrics']}"]
+
+
+# -- the tritonserver command line ---------------------------------------------------------------
+
+
+def test_container_flags_are_the_local_servers(serving, triton_container, monkeypatch, tmp_path):
+    key, exit_timeout = "dummy-admin-key", server.ServerOptions().exit_timeout
+    monkeypatch.setattr(server, "pytriton_dir", lambda: tmp_path / "pytriton")
+    monkeypatch.setattr(server, "backend_directory", lambda cache: tmp_path / "backends")
+    local_server = server.LocalServer(server.ServerOptions(admin_key=key, exit_timeout=exit_timeout))
+    try:
+        local_command = local_server.command()
+    finally:
+        shutil.rmtree(local_server._workdir, ignore_errors=True)
+    local = flags(local_command[1:])
+    common = server.common_flags(exit_timeout, key)
+    assert set(common) <= set(local_command), "LocalServer.command() is built on common_flags()"
+
+    commands = container_commands(serving, triton_container)
+    assert len({tuple(c) for c in commands.values()}) == 1, f"the three container command lines differ: {commands}"
+    command = [arg.replace(ADMIN_PLACEHOLDER, key) for arg in commands["docker-compose.yml"]]
+    assert command[0] == "tritonserver", "tritonserver itself, exec'd by the entrypoint: PID 1"
+    container = flags(command[1:])
+    assert set(common) <= set(command)
+    assert "--model-config-name" not in container, "the container serves the production (GPU) configs"
+    assert container["--allow-gpu-metrics"] == "true" and container["--allow-metrics"] == "true"
+
+    def shared(given: dict[str, str], only: set[str]) -> dict[str, str]:
+        return {k: v for k, v in given.items() if k not in only | PER_DEPLOYMENT}
+
+    assert shared(container, CONTAINER_ONLY) == shared(local, LOCAL_ONLY)
+    assert container["--exit-timeout-secs"] == str(exit_timeout)
+    assert container["--http-restricted-api"] == f"{server.RESTRICTED_APIS}:{server.ADMIN_HEADER}={key}"
+
+
+def test_the_production_configs_are_the_gpu_ones():
+    ensemble = Ensemble.read(DEFAULT_REPOSITORY)
+    classifier = ensemble.config(ensemble.classifier)
+    assert classifier.platform == "pytorch_libtorch"
+    assert [group.kind for group in classifier.instance_group] == [classifier.instance_group[0].KIND_GPU]
+    assert classifier.HasField("dynamic_batching")
+
+
+def test_compose_server_settings(compose, serving):
+    exit_timeout = int(flags(serving["command"][1:])["--exit-timeout-secs"])
+    assert seconds(serving["stop_grace_period"]) > exit_timeout
+    assert size_bytes(serving["shm_size"]) >= 256 << 20, "the Python backend needs shared memory"
+    assert serving["init"] is False, "no init process: tritonserver is PID 1"
+    assert serving["depends_on"] == {"build": {"condition": "service_completed_successfully"}}
+    assert "TRITON_ADMIN_KEY" in serving["environment"]
+    test = serving["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python3", container_healthcheck_path()]
+    assert seconds(serving["healthcheck"]["start_period"]) >= 60
+    for name in ("prometheus", "grafana"):
+        assert compose["services"][name]["profiles"] == ["monitoring"]
+    assert "profiles" not in compose["services"]["build"] and "profiles" not in serving
+
+
+def container_healthcheck_path() -> str:
+    copies = [value for cmd, value, _ in dockerfile_instructions(SERVING_DOCKERFILE) if cmd == "COPY"]
+    (destination,) = [dest for src, dest in copies if src == "deploy/healthcheck.py"]
+    return destination
+
+
+def test_serving_image_adds_exactly_what_the_python_models_import():
+    needed = set()
+    for config_path in DEFAULT_REPOSITORY.glob("*/config.pbtxt"):
+        if parse_config(config_path).backend == "python":
+            needed |= third_party_imports(config_path.parent / "1" / "model.py")
+    needed -= {"triton_python_backend_utils"}  # the Python backend's own module
+    assert needed == {"numpy", "tokenizers"}
+    installed = pip_packages(SERVING_DOCKERFILE)
+    assert installed == needed, "the image adds exactly what the production Python models import"
+    pins = locked()
+    assert all(name in pins for name in installed), "pinned by requirements.lock"
+    run = " ".join(v for cmd, value, _ in dockerfile_instructions(SERVING_DOCKERFILE) if cmd == "RUN" for v in value)
+    assert "-c /tmp/requirements.lock" in run and "--no-deps" in run
+    assert dockerfile_value(SERVING_DOCKERFILE, "USER") == ("triton-server",), "runs as the image's non-root user"
+    assert dockerfile_value(SERVING_DOCKERFILE, "ENTRYPOINT") == ("/opt/emotion-triton/entrypoint.sh",)
+
+
+def test_model_files_import_only_what_the_images_have():
+    for model in DEFAULT_REPOSITORY.glob("*/1/model.py"):
+        extra = third_party_imports(model) - ALLOWED_MODEL_IMPORTS
+        assert not extra, f"{model.relative_to(ROOT)} imports {extra}: the serving image does not have them"
+
+
+def test_build_image_installs_what_the_build_imports():
+    sources = [ROOT / "build" / "build.py"] + [
+        ROOT / "src" / "emotion_triton" / f"{name}.py"
+        for name in ("build", "data", "export", "hub", "metrics", "modeling", "repository", "training")
+    ]
+    modules = set().union(*(third_party_imports(path) for path in sources))
+    distributions = importlib.metadata.packages_distributions()
+    needed = {canonical(distributions[module][0]) for module in modules}
+    installed = pip_packages(BUILD_DOCKERFILE) | {"torch"}  # torch: the NGC PyTorch image's
+    assert needed <= installed, f"docker/build.Dockerfile lacks {needed - installed}"
+    pins = locked()
+    assert all(name in pins for name in installed), f"not in requirements.lock: {installed - set(pins)}"
+
+
+# -- entrypoints ----------------------------------------------------------------------------------
+
+
+def test_shell_scripts_pass_shellcheck():
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run(
+        [str(shellcheck), str(SERVING_ENTRYPOINT), str(BUILD_ENTRYPOINT)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run_serving_entrypoint(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SERVING_ENTRYPOINT), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        timeout=30,
+    )
+
+
+def test_serving_entrypoint_fills_in_the_admin_key(tmp_path):
+    flag = f"--http-restricted-api=logging:admin-key={ADMIN_PLACEHOLDER}"
+    odd = "k&ey/with\\odd|chars"
+    given = run_serving_entrypoint("printf", "%s\n", "tritonserver", flag, TRITON_ADMIN_KEY=odd)
+    assert given.returncode == 0, given.stderr
+    assert given.stdout.splitlines() == ["tritonserver", f"--http-restricted-api=logging:admin-key={odd}"]
+
+    secret = tmp_path / "key"
+    secret.write_text("from-a-secret\n")
+    from_file = run_serving_entrypoint("printf", "%s\n", flag, TRITON_ADMIN_KEY_FILE=str(secret))
+    assert from_file.stdout.splitlines() == ["--http-restricted-api=logging:admin-key=from-a-secret"]
+
+    random = run_serving_entrypoint("printf", "%s\n", flag, flag)
+    first, second = random.stdout.splitlines()
+    assert first == second and ADMIN_PLACEHOLDER not in first and len(first.rsplit("=", 1)[1]) >= 24
+    assert "random key" in random.stderr
+    # The key does not stay in the environment of tritonserver and its stubs.
+    leaked = run_serving_entrypoint("env", TRITON_ADMIN_KEY=odd)
+    assert "TRITON_ADMIN_KEY" not in leaked.stdout
+    assert run_serving_entrypoint().returncode == 2
+    assert SERVING_ENTRYPOINT.read_text().rstrip().splitlines()[-1].startswith("exec "), "exec: PID 1"
+
+
+@pytest.fixture
+def template(tmp_path) -> Path:
+    """The repository's configurations and model code, without built files (as in the build image)."""
+    target = tmp_path / "template"
+    for path in DEFAULT_REPOSITORY.rglob("*"):
+        if path.is_file() and (path.suffix == ".pbtxt" or path.name == "model.py"):
+            (target / path.relative_to(DEFAULT_REPOSITORY)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target / path.relative_to(DEFAULT_REPOSITORY))
+    return target
+
+
+def run_build_entrypoint(tmp_path, repository: Path, template: Path, **env) -> subprocess.CompletedProcess:
+    fake_python = tmp_path / "fake-python"
+    fake_python.write_text('#!/bin/sh\necho "python $*"\n')
+    fake_python.chmod(0o755)
+    variables = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake_python), "MODEL_REPOSITORY": str(repository)}
+    variables.update(MODEL_REPOSITORY_TEMPLATE=str(template), **env)
+    return subprocess.run(
+        ["bash", str(BUILD_ENTRYPOINT)], capture_output=True, text=True, env=variables, cwd=tmp_path, timeout=30
+    )
+
+
+def test_build_entrypoint_builds_only_a_repository_without_a_model(tmp_path, template):
+    ensemble = Ensemble.read(template)
+    script = BUILD_ENTRYPOINT.read_text()
+    for built in (ensemble.model_file, ensemble.tokenizer_file):
+        assert f'"{built.relative_to(template)}"' in script, f"the script checks {built.name} where the build puts it"
+
+    repository = tmp_path / "volume"  # an empty Kubernetes volume
+    result = run_build_entrypoint(tmp_path, repository, template)
+    assert result.returncode == 0, result.stderr
+    assert f"python build/build.py --finetuned {server.PUBLISHED_CHECKPOINT} --repository {repository}" in result.stdout
+    assert (repository / "emotion" / "config.pbtxt").is_file(), "the configurations are copied in first"
+    assert all((repository / name / "1").is_dir() for name in ("emotion", "emotion_classifier")), "version folders"
+
+    finetune = run_build_entrypoint(tmp_path, repository, template, BUILD_MODE="finetune", BUILD_ARGS="--epochs 2")
+    assert f"python build/build.py --repository {repository} --epochs 2" in finetune.stdout
+
+    built = Ensemble.read(repository)
+    for path in (built.model_file, built.tokenizer_file):
+        path.write_text("built")
+    skipped = run_build_entrypoint(tmp_path, repository, template, BUILD_MODE="finetune")
+    assert skipped.returncode == 0 and "nothing to do" in skipped.stdout and "python " not in skipped.stdout
+
+    wrong = run_build_entrypoint(tmp_path, tmp_path / "other", template, BUILD_MODE="train")
+    assert wrong.returncode == 2 and "BUILD_MODE" in wrong.stderr
+
+
+def test_build_image_ships_the_repository_template():
+    copies = dict(value for cmd, value, _ in dockerfile_instructions(BUILD_DOCKERFILE) if cmd == "COPY")
+    env = dockerfile_env(BUILD_DOCKERFILE)
+    assert copies["model_repository"] == env["MODEL_REPOSITORY_TEMPLATE"]
+    assert env["BUILD_MODE"] == "export"
+    assert "!model_repository/*/config.pbtxt" in dockerignore(BUILD_DOCKERFILE)
+
+
+def dockerignore(path: Path) -> list[str]:
+    lines = Path(f"{path}.dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("path", [SERVING_DOCKERFILE, BUILD_DOCKERFILE], ids=lambda p: p.name)
+def test_build_contexts_hold_only_what_the_dockerfiles_copy(path):
+    """An allow-list per Dockerfile: never .venv/, runs/ or built models in the context or the image."""
+    patterns = dockerignore(path)
+    assert patterns[0] == "*", "everything is excluded first"
+    allowed = [p[1:] for p in patterns[1:]]
+    assert all(p.startswith("!") for p in patterns[1:])
+    for cmd, value, _ in dockerfile_instructions(path):
+        if cmd == "COPY":
+            source = value[0]
+            assert any(a == source or a.startswith(f"{source}/") for a in allowed), f"{source} is not in the context"
+    assert not [a for a in allowed if a.endswith((".pt", ".json")) or a.startswith((".venv", "runs"))]
+
+
+# -- the healthcheck, against a fake Triton -------------------------------------------------------
+
+
+def load_healthcheck():
+    spec = importlib.util.spec_from_file_location("healthcheck", HEALTHCHECK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeTriton(BaseHTTPRequestHandler):
+    ready = 200
+    infer_status = 200
+    infer_body: dict = {}
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self._answer(self.ready if self.path in ("/v2/health/ready", "/v2/health/live") else 404, {})
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.path == "/v2/models/emotion/infer" and body["inputs"][0]["datatype"] == "BYTES"
+        self._answer(self.infer_status, self.infer_body)
+
+    def _answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_triton():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeTriton)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+GOOD_ANSWER = {
+    "outputs": [
+        {"name": "LABEL", "datatype": "BYTES", "shape": [1, 1], "data": ["joy"]},
+        {"name": "SCORES", "datatype": "FP32", "shape": [1, 6], "data": [0.05, 0.8, 0.05, 0.04, 0.03, 0.03]},
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    "ready, status, body, healthy",
+    [
+        (200, 200, GOOD_ANSWER, True),
+        (200, 503, {"error": "Exceeds maximum queue size"}, True),  # overloaded but answering: alive
+        (200, 500, {"error": "Failed to process the request(s): Stub process is not healthy."}, False),
+        (503, 200, GOOD_ANSWER, False),
+        (200, 200, {"outputs": [GOOD_ANSWER["outputs"][0]]}, False),
+        (200, 200, {"outputs": [GOOD_ANSWER["outputs"][0], {"name": "SCORES", "data": [0.9, 0.9]}]}, False),
+        (200, 400, {"error": "unexpected inference input 'TEXT'"}, False),
+    ],
+)
+def test_healthcheck_fails_when_the_ensemble_cannot_answer(fake_triton, monkeypatch, ready, status, body, healthy):
+    httpd, url = fake_triton
+    handler = type("Handler", (FakeTriton,), {"ready": ready, "infer_status": status, "infer_body": body})
+    monkeypatch.setattr(httpd, "RequestHandlerClass", handler)
+    healthcheck = load_healthcheck()
+    for health in ("ready", "live"):
+        assert (healthcheck.main(["--url", url, "--health", health, "--timeout", "5"]) == 0) is healthy
+
+
+def test_healthcheck_without_a_server(capsys):
+    healthcheck = load_healthcheck()
+    assert healthcheck.main(["--url", f"http://127.0.0.1:{server.free_port()}", "--timeout", "2"]) == 1
+    assert "no answer" in capsys.readouterr().err
+
+
+def test_healthcheck_names_are_the_ensembles():
+    healthcheck = load_healthcheck()
+    ensemble = Ensemble.read(DEFAULT_REPOSITORY)
+    config = ensemble.config(ensemble.name)
+    assert healthcheck.DEFAULT_MODEL == ensemble.name
+    assert [i.name for i in config.input] == [healthcheck.INPUT_NAME]
+    assert [o.name for o in config.output] == [healthcheck.LABEL_NAME, healthcheck.SCORES_NAME]
+    assert healthcheck.DEFAULT_URL == f"http://{DEFAULT_URLS['http']}"
+    assert third_party_imports(HEALTHCHECK) == set(), "standard library only: the image's python3 runs it"
+
+
+# -- Kubernetes -----------------------------------------------------------------------------------
+
+
+def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
+    documents = k8s_documents()
+    assert {d["kind"] for _, d in documents} >= {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "PersistentVolumeClaim",
+        "Job",
+    }
+    for resource, document in documents:
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(document, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                pytest.fail(f"{resource} ({document['kind']}) is invalid for Kubernetes {version}: {error}")
+    # The validator is strict: a misspelt field fails.
+    typo = json.loads(json.dumps(k8s_object("Deployment")))
+    typo["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(typo, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_kubernetes_objects_refer_to_each_other(deployment, triton_container):
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == pod_labels
+    assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the replica count"
+    for service in (d for _, d in k8s_documents() if d["kind"] == "Service"):
+        assert service["spec"]["selector"] == pod_labels
+        ports = {p["name"] for p in triton_container["ports"]}
+        assert all(p["targetPort"] in ports for p in service["spec"]["ports"])
+    pdb = k8s_object("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == pod_labels
+    hpa = k8s_object("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert hpa["spec"]["minReplicas"] >= 2 and pdb["spec"]["maxUnavailable"] == 1
+
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    images = {i["name"] for i in kustomization["images"]}
+    pod_specs = [deployment["spec"]["template"]["spec"], k8s_object("Job")["spec"]["template"]["spec"]]
+    used = {
+        c["image"].rpartition(":")[0] for spec in pod_specs for c in spec["containers"] + spec.get("initContainers", [])
+    }
+    assert used == images
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert {s["image"].rpartition(":")[0] for s in compose["services"].values() if "build" in s} == images
+
+
+def test_kubernetes_model_repository_volume(deployment, triton_container):
+    claim = k8s_object("PersistentVolumeClaim")["metadata"]["name"]
+    job = k8s_object("Job")["spec"]["template"]["spec"]
+    pod = deployment["spec"]["template"]["spec"]
+
+    def repository_mounts(spec, container):
+        (volume,) = [v["name"] for v in spec["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == claim]
+        return [m for m in container["volumeMounts"] if m["name"] == volume]
+
+    (serving_mount,) = repository_mounts(pod, triton_container)
+    assert serving_mount["readOnly"] is True
+    assert flags(triton_container["args"][1:])["--model-repository"] == serving_mount["mountPath"]
+    (build_container,) = job["containers"]
+    (build_mount,) = repository_mounts(job, build_container)
+    assert not build_mount.get("readOnly", False)
+    assert build_mount["subPath"] == serving_mount["subPath"], "a subfolder: a volume's lost+found is no model"
+    env = {e["name"]: e.get("value") for e in build_container["env"]}
+    assert env["MODEL_REPOSITORY"] == build_mount["mountPath"] and env["BUILD_MODE"] in ("export", "finetune")
+    (wait,) = pod["initContainers"]
+    assert repository_mounts(pod, wait)[0]["mountPath"] == serving_mount["mountPath"]
+
+
+def test_kubernetes_probes_and_shutdown(deployment, triton_container):
+    healthcheck = container_healthcheck_path()
+    assert triton_container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    for probe, health in (("readinessProbe", "ready"), ("livenessProbe", "live")):
+        command = triton_container[probe]["exec"]["command"]
+        assert command[:2] == ["python3", healthcheck] and command[command.index("--health") + 1] == health
+        timeout = float(command[command.index("--timeout") + 1])
+        assert triton_container[probe]["timeoutSeconds"] >= timeout, f"{probe}: the kubelet must wait for the answer"
+    assert triton_container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    pre_stop = triton_container["lifecycle"]["preStop"]["exec"]["command"]
+    exit_timeout = int(flags(triton_container["args"][1:])["--exit-timeout-secs"])
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + exit_timeout
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    (shm,) = [m for m in triton_container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == shm["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"
+
+
+def adapter_rules() -> list[dict]:
+    return yaml.safe_load((K8S / "prometheus-adapter-values.yaml").read_text())["rules"]["custom"]
+
+
+def test_autoscaler_metric_is_served_by_prometheus_adapter():
+    hpa = k8s_object("HorizontalPodAutoscaler")
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    names = {rule["name"]["as"] for rule in adapter_rules()}
+    assert metric["pods"]["metric"]["name"] in names
+    for rule in adapter_rules():
+        query = rule["metricsQuery"].replace("<<.LabelMatchers>>", 'namespace="default",pod="p"')
+        promql_parser.parse(query.replace("<<.GroupBy>>", "pod"))
+        promql_parser.parse(rule["seriesQuery"])
+        assert "nv_inference_queue_duration_us" in query and 'model="emotion_classifier"' in query
+    monitor = yaml.safe_load((K8S / "podmonitor.yaml").read_text())
+    deployment = k8s_object("Deployment")
+    assert monitor["spec"]["selector"]["matchLabels"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+
+
+# -- Prometheus and Grafana -----------------------------------------------------------------------
+
+
+def test_grafana_dashboard(compose):
+    grafana = compose["services"]["grafana"]
+    mounts = {v["source"]: v["target"] for v in grafana["volumes"] if isinstance(v, dict)}
+    provisioning = ROOT / "docker" / "grafana" / "provisioning"
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "emotion-triton.yml").read_text())["providers"]
+    assert provider["options"]["path"] == mounts["./docker/grafana/dashboards"]
+    assert mounts["./docker/grafana/provisioning"] == "/etc/grafana/provisioning"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    dashboard_file = ROOT / "docker" / "grafana" / "dashboards" / Path(home).name
+    assert home == f"{provider['options']['path']}/{dashboard_file.name}"
+
+    dashboard = json.loads(dashboard_file.read_text())
+    expressions = {}
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == datasource["uid"]
+            promql_parser.parse(target["expr"].replace("$__rate_interval", "1m"))
+            expressions.setdefault(panel["title"].lower(), []).append(target["expr"])
+    required = {
+        "texts / s": "nv_inference_count",
+        "requests / s": "nv_inference_request_success",
+        "queue time": "nv_inference_queue_duration_us",
+        "compute time": "nv_inference_compute_infer_duration_us",
+        "dynamic batch size": "nv_inference_exec_count",
+        "failures / s by reason": "nv_inference_request_failure",
+        "gpu utilisation": "nv_gpu_utilization",
+    }
+    for title, metric in required.items():
+        matching = [e for t, exprs in expressions.items() if title in t for e in exprs]
+        assert any(metric in e for e in matching), f"no '{title}' panel on {metric}"
+    failures = [e for t, exprs in expressions.items() if "reason" in t for e in exprs]
+    assert any("reason" in e for e in failures)
+    assert any("by (model)" in e for t, exprs in expressions.items() if "queue" in t for e in exprs), "per model"
+
+
+# -- documentation --------------------------------------------------------------------------------
+
+
+def readme_deploy_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("\n## Deployment", 1)[1].split("\n## ", 1)[0]
+
+
+def test_docs_name_files_that_exist():
+    for name, text in (
+        ("deploy.md", (ROOT / "docs" / "deploy.md").read_text()),
+        ("README.md", readme_deploy_section()),
+    ):
+        paths = set(re.findall(r"(?<![\w/.-])((?:deploy|docker|docs|model_repository)/[\w./-]*\w)", text))
+        paths |= {"docker-compose.yml"} if "docker-compose.yml" in text else set()
+        assert paths, name
+        built = ("model.pt", "tokenizer.json")  # written by the build, never committed
+        missing = sorted(p for p in paths if not (ROOT / p).exists() and not p.endswith(built))
+        assert not missing, f"{name} names files that do not exist: {missing}"
+        release = yaml.safe_load(COMPOSE_FILE.read_text())["x-ngc-release"]
+        for named in re.findall(r"nvcr\.io/nvidia/[\w-]+:(\d\d\.\d\d)", text):
+            assert named == release, f"{name} names release {named}, docker-compose.yml pins {release}"
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "```mermaid" in deploy
+    section = readme_deploy_section()
+    assert "docker compose up" in section and "kubectl apply -k deploy/k8s" in section

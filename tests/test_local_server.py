@@ -1,0 +1,113 @@
+"""The local server's checks before start, its messages, and a clean stop on SIGTERM."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from emotion_triton.server import LocalServer, ServerError, ServerOptions, check_port_free, free_port
+
+from .conftest import copy_repository
+
+
+def options(repository, **kwargs):
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    return ServerOptions(repository=repository, **{**ports, **kwargs})
+
+
+def test_a_port_in_use_is_one_line_with_the_fix(built_repository):
+    repository, _ = built_repository("distilbert")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with pytest.raises(ServerError, match=f"HTTP port 127.0.0.1:{busy} is in use.*HTTP_PORT="):
+            LocalServer(options(repository, http_port=busy)).preflight()
+
+
+def test_no_model_offline_names_the_local_build_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from emotion_triton import hub
+
+    hub.hub_reachable.cache_clear()
+    with pytest.raises(ServerError, match=r"build one from local files with `python build/build.py --preset"):
+        LocalServer(options(copy_repository(tmp_path / "repo"))).preflight()
+    hub.hub_reachable.cache_clear()
+
+
+@pytest.mark.parametrize("broken", ["model.pt", "tokenizer.json"])
+def test_a_corrupt_model_file_is_refused_before_start(tmp_path, built_repository, broken):
+    source, _ = built_repository("distilbert")
+    repository = tmp_path / "repo"
+    shutil.copytree(source, repository)
+    target = next(repository.glob(f"*/1/{broken}"))
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(ServerError, match=f"{broken} cannot be loaded .*rebuild it"):
+        LocalServer(options(repository)).preflight()
+
+
+def test_main_job_serves_then_stops_cleanly_on_sigterm(built_repository, tmp_path):
+    repository, _ = built_repository("bert")
+    ports = [str(free_port()) for _ in range(3)]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emotion_triton.server",
+            "--repository",
+            str(repository),
+            "--http-port",
+            ports[0],
+            "--grpc-port",
+            ports[1],
+            "--metrics-port",
+            ports[2],
+            "--log-file",
+            str(tmp_path / "triton.log"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Ctrl-C stops it"):
+            break
+    output = "".join(lines)
+    assert f"http://127.0.0.1:{ports[0]}" in output and f"127.0.0.1:{ports[1]}" in output, output
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert "tritonserver stopped" in rest
+    for port in ports:  # free again: tritonserver is gone
+        check_port_free("127.0.0.1", int(port), "HTTP")
+
+
+def test_main_job_reports_a_missing_model_in_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotion_triton.server",
+            "--repository",
+            str(copy_repository(tmp_path / "repo")),
+            "--http-port",
+            str(free_port()),
+            "--grpc-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no model in") and result.stderr.count("\n") == 1

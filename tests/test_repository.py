@@ -1,0 +1,108 @@
+"""The model repository's configs: parsed by Triton's own protobuf, consistent with each other."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2
+
+from emotion_triton.repository import DEFAULT_REPOSITORY, LOCAL_CONFIG_NAME, Ensemble, parse_config, set_parameter
+
+ALLOWED_IMPORTS = {"json", "os", "numpy", "torch", "tokenizers", "triton_python_backend_utils"}
+
+
+def all_configs():
+    return sorted(DEFAULT_REPOSITORY.glob("*/config.pbtxt")) + sorted(DEFAULT_REPOSITORY.glob("*/configs/*.pbtxt"))
+
+
+@pytest.mark.parametrize("path", all_configs(), ids=lambda p: str(p.relative_to(DEFAULT_REPOSITORY)))
+def test_every_config_parses_with_tritons_protobuf(path):
+    config = parse_config(path)
+    assert config.name == path.parent.name if path.parent.name != "configs" else path.parent.parent.name
+
+
+def test_ensemble_contract():
+    ensemble = Ensemble.read()
+    config = ensemble.config(ensemble.name)
+    assert config.platform == "ensemble"
+    assert config.max_batch_size > 1
+    assert [(i.name, i.data_type) for i in config.input] == [("TEXT", model_config_pb2.TYPE_STRING)]
+    assert [(o.name, o.data_type) for o in config.output] == [
+        ("LABEL", model_config_pb2.TYPE_STRING),
+        ("SCORES", model_config_pb2.TYPE_FP32),
+    ]
+    assert ensemble.labels == ["sadness", "joy", "love", "anger", "fear", "surprise"]
+    assert ensemble.max_length == 128
+
+
+def test_ensemble_steps_wire_existing_tensors():
+    ensemble = Ensemble.read()
+    config = ensemble.config(ensemble.name)
+    produced = {i.name for i in config.input}
+    for step in config.ensemble_scheduling.step:
+        for variant in (None, LOCAL_CONFIG_NAME):
+            path = ensemble.config_path(step.model_name, variant)
+            if not path.exists():
+                continue
+            model = parse_config(path)
+            assert config.max_batch_size <= model.max_batch_size, step.model_name
+            assert set(step.input_map) == {i.name for i in model.input}, step.model_name
+            assert set(step.output_map) <= {o.name for o in model.output}, step.model_name
+            assert set(step.input_map.values()) <= produced, step.model_name
+        produced |= set(step.output_map.values())
+    assert {o.name for o in config.output} <= produced
+
+
+def test_classifier_has_production_and_local_configs_with_identical_io():
+    ensemble = Ensemble.read()
+    production = ensemble.config(ensemble.classifier)
+    local = ensemble.config(ensemble.classifier, LOCAL_CONFIG_NAME)
+    assert production.platform == "pytorch_libtorch"
+    assert production.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert production.HasField("dynamic_batching") and local.HasField("dynamic_batching")
+    assert local.backend == "python"
+    assert list(production.input) == list(local.input)
+    assert list(production.output) == list(local.output)
+    assert production.max_batch_size == local.max_batch_size
+    # libtorch maps tensors to forward() arguments by their __<index> suffix
+    assert [i.name.rsplit("__", 1)[1] for i in production.input] == ["0", "1"]
+
+
+def test_every_batching_model_has_a_bounded_queue():
+    for path in all_configs():
+        config = parse_config(path)
+        if config.HasField("dynamic_batching"):
+            policy = config.dynamic_batching.default_queue_policy
+            assert policy.max_queue_size > 0, path
+            assert policy.default_timeout_microseconds > 0, path
+
+
+@pytest.mark.parametrize("path", sorted(DEFAULT_REPOSITORY.glob("*/1/model.py")), ids=lambda p: p.parent.parent.name)
+def test_python_models_import_only_what_tritons_python_has(path):
+    tree = ast.parse(path.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported <= ALLOWED_IMPORTS
+
+
+def test_set_parameter_keeps_comments_and_round_trips(tmp_path):
+    path = tmp_path / "config.pbtxt"
+    source = DEFAULT_REPOSITORY / "emotion_postprocess" / "config.pbtxt"
+    path.write_text(source.read_text())
+    labels = ['a "quoted" label', "b,with,commas", "ü"]
+    set_parameter(path, "labels", json.dumps(labels))
+    assert json.loads(parse_config(path).parameters["labels"].string_value) == labels
+    assert path.read_text().count("#") == source.read_text().count("#")
+    with pytest.raises(ValueError, match="no_such_key"):
+        set_parameter(path, "no_such_key", "1")
+
+
+def test_build_outputs_are_not_committed():
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text()
+    for pattern in ("model_repository/*/1/*.pt", "model_repository/*/1/tokenizer.json"):
+        assert pattern in ignored
