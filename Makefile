@@ -7,7 +7,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup serve test lint build-offline clean
+.PHONY: setup serve test lint build-offline bench clean
 
 setup: $(STAMP)
 
@@ -36,3 +36,8 @@ build-offline: setup
 
 clean:
 	rm -rf $(VENV) runs results
+
+# The performance benchmark (issue: fast CPU serving); writes results/bench/. Minutes, not seconds.
+CHECKPOINT ?= runs/minilm-offline/checkpoint
+bench: setup
+	$(BIN)/python -m emotion_triton.benchmark --checkpoint $(CHECKPOINT) --results results/bench

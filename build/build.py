@@ -32,6 +32,12 @@ def parse_args(argv=None) -> BuildOptions:
     parser.add_argument("--labels", help="comma-separated class names in output order (default: from the data)")
     parser.add_argument("--repository", type=Path, help="model repository to install into (default: model_repository/)")
     parser.add_argument("--output-dir", type=Path, help="where the fine-tuned checkpoint and resumable state go")
+    parser.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: dynamic int8 quantization for CPU serving, refused if it loses > 0.5 points",
+    )
     for field in dataclasses.fields(TrainingArguments):
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(
@@ -53,6 +59,7 @@ def parse_args(argv=None) -> BuildOptions:
         finetuned=args.finetuned,
         labels=args.labels.split(",") if args.labels else None,
         output_dir=args.output_dir,
+        quantize=args.quantize,
         training=training,
     )
     if args.repository:

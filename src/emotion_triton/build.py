@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_module
 from .export import check_against_eager, install, trace
-from .hub import resolve_packaged_model
+from .hub import HubUnavailableError, resolve_packaged_model
 from .metrics import format_metrics, plot_confusion_matrix
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
 from .repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
@@ -29,7 +29,16 @@ class BuildOptions:
     repository: Path = DEFAULT_REPOSITORY
     output_dir: Path | None = None  # fine-tuned checkpoint and resumable state; default runs/<name>
     labels: list[str] | None = None
+    quantize: str = "none"  # "int8": PyTorch dynamic int8 quantization of the Linear layers (CPU serving)
     training: TrainingArguments = field(default_factory=TrainingArguments)
+
+
+# The most validation accuracy (in percentage points) an int8 model may lose against fp32.
+MAX_INT8_ACCURACY_LOSS_POINTS = 0.5
+
+
+class QuantizationRefused(ValueError):
+    """The quantized model loses too much accuracy, or its loss cannot be measured."""
 
 
 def run_name(options: BuildOptions) -> str:
@@ -51,9 +60,9 @@ def build(options: BuildOptions) -> dict:
         model = load_classifier(source, "--finetuned")
         label_names = checkpoint_labels(model)
         report["finetuned"] = options.finetuned
-        data = data_module.load(options.data, label_names) if options.data else None
+        data = _load_data(options.data, label_names) if options.data else None
     else:
-        data = data_module.load(options.data, options.labels)
+        data = _load_data(options.data, options.labels)
         if "train" not in data.splits or "validation" not in data.splits:
             raise ValueError(f"{options.data}: fine-tuning needs a train and a validation split")
         label_names = data.label_names
@@ -86,6 +95,11 @@ def build(options: BuildOptions) -> dict:
                 metrics, work_dir / "confusion_matrix.png", f"{run_name(options)} (validation)"
             )
 
+    if options.quantize == "int8":
+        model = quantize_int8(model, tokenizer, data, args.max_length, report)
+        title = f"{run_name(options)} int8 (validation)"
+        confusion_png = plot_confusion_matrix(report["validation"], work_dir / "confusion_matrix_int8.png", title)
+
     texts = _check_texts(data, tokenizer)
     stages = tqdm(total=2, desc="export", unit="stage", dynamic_ncols=True)
     started = time.perf_counter()
@@ -98,6 +112,40 @@ def build(options: BuildOptions) -> dict:
     install(ensemble, scripted, tokenizer, label_names, args.max_length, report, confusion_png)
     print(f"installed {ensemble.model_file} and {ensemble.tokenizer_file}; report: {ensemble.report_file}")
     return report
+
+
+def quantize_int8(model, tokenizer, data, max_length: int, report: dict):
+    """Dynamic int8 quantization of the Linear layers, refused when it costs too much accuracy."""
+    import torch
+
+    if data is None or "validation" not in data.splits:
+        raise QuantizationRefused("--quantize int8 needs --data with a validation split to measure its accuracy loss")
+    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    metrics = evaluate(quantized, tokenizer, data, "validation", max_length)
+    fp32 = report["validation"]
+    loss = 100 * (fp32["accuracy"] - metrics["accuracy"])
+    report["quantization"] = {
+        "mode": "int8 dynamic (torch.ao.quantization.quantize_dynamic, Linear layers)",
+        "fp32_accuracy": fp32["accuracy"],
+        "int8_accuracy": metrics["accuracy"],
+        "accuracy_loss_points": round(loss, 3),
+        "limit_points": MAX_INT8_ACCURACY_LOSS_POINTS,
+    }
+    report["validation_fp32"], report["validation"] = fp32, metrics
+    print(f"int8: validation accuracy {metrics['accuracy']:.4f} (fp32 {fp32['accuracy']:.4f}, loss {loss:.2f} points)")
+    if loss > MAX_INT8_ACCURACY_LOSS_POINTS:
+        raise QuantizationRefused(
+            f"int8 loses {loss:.2f} points of validation accuracy (limit {MAX_INT8_ACCURACY_LOSS_POINTS}); "
+            "nothing was installed"
+        )
+    return quantized
+
+
+def _load_data(source: str, label_names: list[str] | None):
+    try:
+        return data_module.load(source, label_names)
+    except HubUnavailableError as error:
+        raise HubUnavailableError(f"{error} with --data") from error
 
 
 def _check_texts(data, tokenizer) -> list[str]:

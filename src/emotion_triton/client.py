@@ -7,14 +7,19 @@
 Labels, input and output names and the largest batch are read from the
 server's model configuration, never repeated here. Texts go in batched
 requests of up to `max_batch_size`. Overload answers (UNAVAILABLE / 503) are
-retried with exponential backoff; a text the server refuses fails alone, not
-its neighbours.
+retried with exponential backoff and jitter; `timeout` is the deadline of a
+whole request, retries included, and the server is told it so that it drops
+requests nobody waits for. A text the server refuses fails alone, not its
+neighbours. `on_request` sees every request as it ends (texts, seconds,
+attempts, error): the hook for latency statistics and load tests.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -44,16 +49,28 @@ class Prediction:
         return [{"label": label, "score": score} for label, score in (self.scores or {}).items()]
 
 
+@dataclass
+class RequestRecord:
+    """One inference request as the client saw it (given to `EmotionClient.on_request`)."""
+
+    texts: int  # texts in the request
+    seconds: float  # from sending the first attempt to the answer or the final error, retry backoff included
+    attempts: int  # 1 + retries after overload answers
+    error: ClientError | None = None
+
+
 def _classify_error(error: Exception, url: str, model: str) -> ClientError:
     status = str(error.status() if isinstance(error, InferenceServerException) else "") or ""
     text = error.message() if isinstance(error, InferenceServerException) else str(error)
     text = (text or type(error).__name__).strip().splitlines()[0]
     lowered = text.lower()
+    if "exceeds maximum queue size" in lowered or "request timeout expired" in lowered:  # 503: queue full or timed out
+        return ClientError(f"the server is overloaded: {text}", "overloaded")
     if "DEADLINE_EXCEEDED" in status or "timed out" in lowered or "timeout" in lowered or "deadline" in lowered:
         return ClientError(f"no answer from {url} in time: {text}", "timeout")
     if "UNAVAILABLE" in status and ("connect" in lowered or "failed to" in lowered or "dns" in lowered):
         return ClientError(f"cannot reach a Triton server at {url}: {text}", "unavailable")
-    if "UNAVAILABLE" in status or status == "503" or "exceeds maximum queue size" in lowered:
+    if "UNAVAILABLE" in status or status == "503":
         return ClientError(f"the server is overloaded: {text}", "overloaded")
     if "unknown model" in lowered or "not found" in lowered or status in ("NOT_FOUND", "StatusCode.NOT_FOUND"):
         return ClientError(f"model '{model}' is not served at {url}: {text}", "not_found")
@@ -73,6 +90,7 @@ class EmotionClient:
         timeout: float = 30.0,
         retries: int = 4,
         concurrency: int = 1,
+        on_request: Callable[[RequestRecord], None] | None = None,
     ):
         if protocol not in ("grpc", "http"):
             raise ValueError(f"protocol must be grpc or http, not {protocol!r}")
@@ -82,6 +100,7 @@ class EmotionClient:
         self.timeout = timeout
         self.retries = retries
         self.concurrency = max(1, concurrency)
+        self.on_request = on_request  # called in the thread that sent the request
         self._local = threading.local()  # tritonclient's HTTP client is not thread-safe: one per thread
         self._clients = []
         self._config = None
@@ -156,17 +175,27 @@ class EmotionClient:
         tensor = module.InferInput(input_name, list(array.shape), "BYTES")
         tensor.set_data_from_numpy(array)
         outputs = [module.InferRequestedOutput(label_name), module.InferRequestedOutput(scores_name)]
-        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         delay = 0.05
+        start = time.perf_counter()
+        deadline = start + self.timeout  # the whole call, overload retries included
         for attempt in range(self.retries + 1):
+            remaining = max(deadline - time.perf_counter(), 1e-3)
+            # `timeout` (microseconds) lets the server drop the request from its queues once this
+            # client has given up on it; it can only shorten the models' default queue timeout.
+            kwargs = {"timeout": int(remaining * 1e6)}
+            if self.protocol == "grpc":
+                kwargs["client_timeout"] = remaining
             try:
                 result = self._call("infer", self.model, [tensor], outputs=outputs, **kwargs)
                 break
             except ClientError as error:
-                if error.kind != "overloaded" or attempt == self.retries:
+                pause = delay * (0.5 + random.random())  # jitter: clients refused together come back apart
+                if error.kind != "overloaded" or attempt == self.retries or time.perf_counter() + pause >= deadline:
+                    self._record(len(texts), start, attempt + 1, error)
                     raise
-                time.sleep(delay)
+                time.sleep(pause)
                 delay *= 2
+        self._record(len(texts), start, attempt + 1)
         labels = [value.decode("utf-8") for value in result.as_numpy(label_name).reshape(-1)]
         return labels, result.as_numpy(scores_name)
 
@@ -177,12 +206,13 @@ class EmotionClient:
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
         if self.concurrency > 1 and len(chunks) > 1:
             with ThreadPoolExecutor(self.concurrency) as pool:
-                parts = list(pool.map(self._classify_chunk, chunks))
+                parts = list(pool.map(self.classify_batch, chunks))
         else:
-            parts = [self._classify_chunk(chunk) for chunk in chunks]
+            parts = [self.classify_batch(chunk) for chunk in chunks]
         return [prediction for part in parts for prediction in part]
 
-    def _classify_chunk(self, texts: list[str]) -> list[Prediction]:
+    def classify_batch(self, texts: list[str]) -> list[Prediction]:
+        """One request of at most `max_batch_size` texts; a refused text fails alone, other errors raise."""
         try:
             labels, scores = self.infer(texts)
         except ClientError as error:
@@ -191,12 +221,16 @@ class EmotionClient:
             if len(texts) == 1:
                 return [Prediction(texts[0], None, None, str(error))]
             # The server refuses a whole request for one bad text: find it, keep the others.
-            return [p for text in texts for p in self._classify_chunk([text])]
+            return [p for text in texts for p in self.classify_batch([text])]
         names = self.labels
         return [
             Prediction(text, label, dict(zip(names, map(float, row), strict=True)))
             for text, label, row in zip(texts, labels, scores, strict=True)
         ]
+
+    def _record(self, texts: int, start: float, attempts: int, error: ClientError | None = None) -> None:
+        if self.on_request is not None:
+            self.on_request(RequestRecord(texts, time.perf_counter() - start, attempts, error))
 
     def close(self) -> None:
         for client in self._clients:

@@ -178,7 +178,7 @@ def _load_hub(source: str) -> tuple[dict[str, Split], list[str]]:
     except Exception as error:  # datasets raises many types for "not reachable / not cached"
         raise HubUnavailableError(
             f"cannot load data set '{name}' from the Hugging Face Hub ({type(error).__name__}); "
-            "pass a local directory or file instead, e.g. --data ../shared/data/emotion"
+            "pass a local directory or file instead, e.g. ../shared/data/emotion"
         ) from error
     names = loaded["train"].features["label"].names
     splits = {}

@@ -5,18 +5,23 @@
 It checks what it needs first (libpython, free ports, a built and loadable
 model), starts tritonserver with the CPU configs (`--model-config-name=local`),
 waits until the ensemble answers a real inference, and then keeps checking
-that it does (an inference canary: Triton 2.51 keeps reporting "ready" when a
-Python-backend stub has died). A failed canary restarts tritonserver; repeated
-failures end the process with a non-zero exit. SIGINT and SIGTERM stop it
-cleanly: requests in flight complete within the exit timeout.
+that it does (an inference canary every `--canary-interval` seconds: Triton
+2.51 keeps reporting "ready" when a Python-backend stub has died).
+`--canary-failures` failed canaries in a row, or tritonserver exiting, restart
+tritonserver; more than `--max-restarts` restarts within ten minutes end the
+process with exit code 1. SIGINT and SIGTERM stop it cleanly: tritonserver
+stops taking new requests at once and finishes those in flight within
+`--exit-timeout`.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes.util
+import http.client
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -29,6 +34,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+import psutil
 
 from .repository import DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, LOCAL_CONFIG_NAME, Ensemble
 
@@ -36,6 +44,11 @@ PUBLISHED_CHECKPOINT = "bhadresh-savani/distilbert-base-uncased-emotion"
 OFFLINE_BUILD_COMMAND = "python build/build.py --preset minilm-offline"
 RESTRICTED_APIS = "shared-memory,model-repository,logging,trace"
 ADMIN_HEADER = "admin-key"
+CANARY_TEXT = "i feel fine today"
+OVERLOADED = (429, 503)  # queue full or queue timeout: the server answered, it is busy, not broken
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's regions, one per stub
+RESTART_GRACE = 5.0  # seconds a broken tritonserver gets to stop before SIGKILL when it is restarted
 
 
 def common_flags(exit_timeout: int, admin_key: str) -> list[str]:
@@ -53,6 +66,11 @@ def common_flags(exit_timeout: int, admin_key: str) -> list[str]:
         f"--http-restricted-api={restricted}",
         f"--grpc-restricted-protocol={restricted}",
     ]
+
+
+class MemoryUsage(NamedTuple):
+    rss: int  # bytes resident in tritonserver and its Python stubs
+    shm: int  # bytes of the stubs' shared-memory regions in /dev/shm
 
 
 class ServerError(RuntimeError):
@@ -187,6 +205,10 @@ class LocalServer:
         self.options = options
         self.ensemble = Ensemble.read(options.repository, options.ensemble)
         self.process: subprocess.Popen | None = None
+        self._terminating = False
+        self._signalled = 0.0  # when SIGTERM was sent
+        self._hold: http.client.HTTPConnection | None = None  # the connection that keeps Triton draining
+        self._shm_regions: set[str] = set()  # the stubs' shared-memory keys, removed if tritonserver leaves them
         self._workdir = Path(tempfile.mkdtemp(prefix="emotion-triton-"))
         self.log_file = Path(options.log_file or self._workdir / "tritonserver.log")
 
@@ -237,11 +259,13 @@ class LocalServer:
         # The stub finds numpy, torch and tokenizers through the first `python3` on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the process for its lifetime
+        self._terminating = False
         self.process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         log.close()
         self.wait_until_serving()
+        self._shm_regions |= {key for _, stub in self.stubs() for key in stub.cmdline() if key.startswith(SHM_PREFIX)}
 
     def wait_until_serving(self) -> None:
         deadline = time.monotonic() + self.options.ready_timeout
@@ -265,27 +289,75 @@ class LocalServer:
 
     def canary(self, timeout: float = 5.0) -> bool:
         """True when the ensemble answers a real inference: the only proof that every step works."""
+        return self.health_problem(timeout, overloaded_ok=False) is None
+
+    def health_problem(self, timeout: float = 10.0, overloaded_ok: bool = True) -> str | None:
+        """None when the server is ready and the ensemble answers one text; otherwise why not, in one line.
+
+        With `overloaded_ok`, an overload answer (503/429: queue full or queue timeout) counts as healthy,
+        as in deploy/healthcheck.py: the server answered, and restarting a busy server helps nobody.
+        """
+        if self.process is not None and self.process.poll() is not None:
+            return f"tritonserver exited with code {self.process.returncode}"
         if not self.is_ready():
-            return False
+            return "/v2/health/ready does not answer 200"
         config = self.ensemble.config(self.ensemble.name)
-        body = json.dumps(
-            {
-                "inputs": [
-                    {"name": config.input[0].name, "shape": [1, 1], "datatype": "BYTES", "data": ["i feel fine today"]}
-                ]
-            }
-        ).encode()
+        body = {"inputs": [{"name": config.input[0].name, "shape": [1, 1], "datatype": "BYTES", "data": [CANARY_TEXT]}]}
         request = urllib.request.Request(
             f"http://{self.http_url}/v2/models/{self.ensemble.name}/infer",
-            data=body,
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 outputs = json.load(response).get("outputs", [])
-                return response.status == 200 and len(outputs) == len(config.output)
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
+        except urllib.error.HTTPError as error:
+            if overloaded_ok and error.code in OVERLOADED:
+                return None
+            return f"the canary inference answered {error.code}: {_error_text(error)}"
+        except (urllib.error.URLError, OSError) as error:
+            return f"the canary inference got no answer ({getattr(error, 'reason', error)}; timeout {timeout:g} s)"
+        except ValueError:
+            return "the canary inference answered invalid JSON"
+        if len(outputs) != len(config.output):
+            return f"the canary inference answered {len(outputs)} outputs instead of {len(config.output)}"
+        return None
+
+    def stubs(self) -> list[tuple[str, psutil.Process]]:
+        """(model name, process) of each running Python backend stub of this tritonserver."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        found = []
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.Error:
+            return []
+        for child in children:
+            try:
+                args = child.cmdline()
+                if child.status() == psutil.STATUS_ZOMBIE or not args[0].endswith("triton_python_backend_stub"):
+                    continue
+            except (psutil.Error, IndexError):
+                continue
+            found.append((Path(args[1]).parents[1].name, child))  # <repository>/<model>/<version>/model.py
+        return found
+
+    def memory(self) -> MemoryUsage:
+        """Resident memory of tritonserver and its stubs, and the size of the stubs' /dev/shm regions."""
+        rss = 0
+        pids = [stub.pid for _, stub in self.stubs()] + ([self.process.pid] if self.process else [])
+        for pid in pids:
+            try:
+                rss += psutil.Process(pid).memory_info().rss
+            except psutil.Error:  # gone meanwhile
+                pass
+        shm = 0
+        for key in self._shm_regions:
+            try:
+                shm += (SHM_DIR / key).stat().st_size
+            except OSError:
+                pass
+        return MemoryUsage(rss, shm)
 
     def log_summary(self, lines: int = 3) -> str:
         """The last error lines of tritonserver's log, without the GPU noise of a CPU-only machine."""
@@ -297,16 +369,76 @@ class LocalServer:
         errors = [line for line in text if line.startswith("E") and not any(word in line for word in noise)]
         return " | ".join(errors[-lines:]) or f"see {self.log_file}"
 
-    def stop(self) -> int | None:
-        """SIGTERM, then up to exit_timeout (+5 s) for requests in flight, then SIGKILL."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
+    def terminate(self, drain: bool = True) -> None:
+        """Sends SIGTERM once; with `drain`, first opens the connection that `stop` holds while requests finish.
+
+        Triton 2.51 shuts down in two phases. First it closes its HTTP listener (new connections are
+        refused) and keeps serving until the HTTP connections already open are closed. Then it stops
+        its models, and from then on also refuses the next step of an ensemble request that is in
+        flight ("Server is stopping", 503). Holding one idle HTTP connection keeps it in the first
+        phase until the composing models have no request left (see `stop`).
+        """
+        if self.process is None or self.process.poll() is not None or self._terminating:
+            return
+        self._terminating = True
+        if drain:
+            self._hold = http.client.HTTPConnection(self.options.host, self.options.http_port, timeout=2)
+            try:
+                self._hold.request("GET", "/v2/health/live")
+                self._hold.getresponse().read()
+            except (OSError, http.client.HTTPException):  # not answering: nothing to drain
+                self._release()
+        self._signalled = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(self.options.exit_timeout + 5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+
+    def stop(self, grace: float | None = None, drain: bool = True) -> int | None:
+        """SIGTERM, then up to `grace` seconds (exit_timeout + 5) for requests in flight, then SIGKILL.
+
+        With `drain`, the requests in flight finish before tritonserver stops its models (within
+        exit_timeout); without, a broken server is stopped as fast as it goes.
+        """
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.terminate(drain)
+            deadline = time.monotonic() + (self.options.exit_timeout + 5 if grace is None else grace)
+            if self._hold is not None:
+                self._wait_for_idle_models(min(deadline, self._signalled + self.options.exit_timeout - 1))
+            self._release()
+            try:
+                self.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._release()
+        self._remove_shm_regions()
+        return self.process.returncode
+
+    def _wait_for_idle_models(self, until: float) -> None:
+        """Until no composing model has a request queued or running (twice in a row), or `until`."""
+        pattern = re.compile(r'^nv_inference_pending_request_count\{model="([^"]+)",[^}]*\} (\S+)', re.MULTILINE)
+        idle = 0
+        while time.monotonic() < until and self.process.poll() is None and idle < 2:
+            try:
+                with urllib.request.urlopen(self.metrics_url, timeout=1) as response:
+                    text = response.read().decode()
+            except (urllib.error.URLError, OSError):
+                return
+            # The ensemble itself does not count; its requests are pending in one of its steps.
+            pending = sum(float(n) for model, n in pattern.findall(text) if model != self.ensemble.name)
+            idle = idle + 1 if pending == 0 else 0
+            time.sleep(0.05)
+
+    def _release(self) -> None:
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
+
+    def _remove_shm_regions(self) -> None:
+        """Shared memory a killed tritonserver or stub left behind (it removes its own on a clean exit)."""
+        for key in self._shm_regions:
+            (SHM_DIR / key).unlink(missing_ok=True)
+        self._shm_regions.clear()
 
     def __enter__(self) -> LocalServer:
         self.start()
@@ -316,51 +448,91 @@ class LocalServer:
         self.stop()
 
 
-def serve_forever(server: LocalServer, canary_interval: float = 5.0, max_restarts: int = 3) -> int:
-    """Runs until SIGINT/SIGTERM (exit 0) or until tritonserver cannot be kept serving (exit 1)."""
+def _error_text(error: urllib.error.HTTPError) -> str:
+    """The first line of Triton's {"error": "..."} answer."""
+    try:
+        text = str(json.loads(error.read().decode("utf-8", "replace")).get("error", ""))
+    except (OSError, ValueError, AttributeError):
+        text = ""
+    return (text.strip().splitlines() or [str(error.reason)])[0][:200]
+
+
+def serve_forever(
+    server: LocalServer,
+    canary_interval: float = 5.0,
+    max_restarts: int = 3,
+    canary_failures: int = 2,
+    canary_timeout: float = 10.0,
+    restart_window: float = 600.0,
+) -> int:
+    """Runs until SIGINT/SIGTERM (exit 0) or until tritonserver cannot be kept serving (exit 1).
+
+    Every `canary_interval` seconds one text goes through the ensemble (`LocalServer.health_problem`).
+    `canary_failures` failures in a row, or tritonserver exiting, restart it; the restart after
+    `max_restarts` restarts within `restart_window` seconds ends the process instead.
+    """
     stopping = []
 
     def on_signal(signum, _frame):
         stopping.append(signum)
+        server.terminate()  # new HTTP connections are refused now, not after the current canary
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    restarts, failures = 0, 0
+    restarts: list[float] = []  # when the recent restarts happened
+    failures = 0
+    next_check = time.monotonic() + canary_interval
     while not stopping:
-        time.sleep(0.2)
-        if stopping or time.monotonic() % canary_interval > 0.2:
+        time.sleep(max(0.0, min(0.2, next_check - time.monotonic())))
+        exited = server.process.poll() is not None
+        if stopping or (not exited and time.monotonic() < next_check):
             continue
-        if server.process.poll() is None and server.canary():
+        next_check = time.monotonic() + canary_interval
+        problem = server.health_problem(canary_timeout)
+        if stopping:
+            break
+        if problem is None:
             failures = 0
             continue
         failures += 1
-        if failures < 2 and server.process.poll() is None:
+        if failures < canary_failures and not exited:
+            print(f"canary failed ({failures}/{canary_failures}): {problem}", file=sys.stderr)
             continue
-        if restarts >= max_restarts:
+        now = time.monotonic()
+        restarts = [when for when in restarts if now - when < restart_window]
+        if len(restarts) >= max_restarts:
             print(
-                f"error: the ensemble stopped answering and {max_restarts} restarts did not help: "
-                f"{server.log_summary()}",
+                f"error: the ensemble stopped answering ({problem}) and {len(restarts)} restarts within "
+                f"{restart_window:.0f} s did not help: {server.log_summary()}",
                 file=sys.stderr,
             )
-            server.stop()
+            server.stop(RESTART_GRACE, drain=False)
             return 1
-        restarts += 1
+        restarts.append(now)
         print(
-            f"the ensemble stopped answering ({server.log_summary(1)}); restarting tritonserver "
-            f"({restarts}/{max_restarts})",
+            f"the ensemble stopped answering ({problem}); restarting tritonserver ({len(restarts)}/{max_restarts})",
             file=sys.stderr,
+            flush=True,
         )
-        server.stop()
+        server.stop(RESTART_GRACE, drain=False)  # requests in flight fail anyway: a step of the ensemble is broken
         try:
             server.start()
         except ServerError as error:
+            if stopping:
+                break
             print(f"error: {error}", file=sys.stderr)
             return 1
+        print("tritonserver restarted: the ensemble answers again", file=sys.stderr, flush=True)
         failures = 0
-    print("stopping tritonserver (requests in flight complete first)")
+        next_check = time.monotonic() + canary_interval
+    print("stopping tritonserver (requests in flight complete first)", flush=True)
     code = server.stop()
-    print(f"tritonserver stopped (exit code {code})")
+    print(f"tritonserver stopped (exit code {code})", flush=True)
     return 0
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,6 +547,21 @@ def main(argv: list[str] | None = None) -> int:
         "--exit-timeout", type=int, default=defaults.exit_timeout, help="seconds requests in flight get on shutdown"
     )
     parser.add_argument("--log-file", type=Path, help="tritonserver's log (default: a temporary file)")
+    parser.add_argument(
+        "--canary-interval", type=float, default=5.0, help="seconds between two canary inferences (default: 5)"
+    )
+    parser.add_argument(
+        "--canary-failures", type=int, default=2, help="failed canaries in a row that restart tritonserver (default: 2)"
+    )
+    parser.add_argument(
+        "--canary-timeout", type=float, default=10.0, help="seconds the canary waits for its answer (default: 10)"
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        help="restarts within 10 minutes before the server gives up with exit code 1 (default: 3)",
+    )
     args = parser.parse_args(argv)
     options = ServerOptions(
         repository=args.repository,
@@ -386,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         log_file=args.log_file,
     )
     server = LocalServer(options)
-    print(f"starting tritonserver on {options.host} (log: {server.log_file})")
+    print(f"starting tritonserver on {options.host} (log: {server.log_file})", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM while starting stops tritonserver too
     try:
         server.start()
     except ServerError as error:
@@ -395,13 +583,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         server.stop()
         return 130
-    print(f"serving ensemble '{options.ensemble}' ({', '.join(server.ensemble.labels)})")
-    print(f"  HTTP     http://{server.http_url}")
-    print(f"  gRPC     {server.grpc_url}")
-    print(f"  metrics  {server.metrics_url}")
-    print(f'  try:     python client/classify.py --url {server.grpc_url} --text "i feel great today"')
-    print("Ctrl-C stops it.")
-    return serve_forever(server)
+    try:
+        print(f"serving ensemble '{options.ensemble}' ({', '.join(server.ensemble.labels)})")
+        print(f"  HTTP     http://{server.http_url}")
+        print(f"  gRPC     {server.grpc_url}")
+        print(f"  metrics  {server.metrics_url}")
+        print(f'  try:     python client/classify.py --url {server.grpc_url} --text "i feel great today"')
+        print("Ctrl-C stops it.", flush=True)
+        return serve_forever(
+            server,
+            canary_interval=args.canary_interval,
+            max_restarts=args.max_restarts,
+            canary_failures=args.canary_failures,
+            canary_timeout=args.canary_timeout,
+        )
+    except KeyboardInterrupt:  # a signal before serve_forever took over
+        server.stop()
+        return 130
 
 
 if __name__ == "__main__":

@@ -24,12 +24,27 @@ class TritonPythonModel:
         if threads > 0:
             torch.set_num_threads(threads)
         self.max_tokens_per_forward = int(params.get("max_tokens_per_forward", "4096"))
+        # The libtorch backend's switch, honoured here too: TorchScript's optimizing executor
+        # re-profiles the graph for every new input shape, and every text length is a new shape.
+        self.optimized_execution = params.get("DISABLE_OPTIMIZED_EXECUTION", "false").lower() != "true"
+
+        # Padding efficiency (real tokens / computed tokens) on Triton's metrics endpoint.
+        # The families must outlive their metrics, so both are kept.
+        labels = {"model": args["model_name"], "version": args["model_version"]}
+        self.metric_families = [
+            pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+            for name, description in (
+                ("emotion_classifier_real_tokens_total", "Tokens of the texts classified, without padding"),
+                ("emotion_classifier_computed_tokens_total", "Tokens the model computed, padding included"),
+            )
+        ]
+        self.real_tokens, self.computed_tokens = (family.Metric(labels=labels) for family in self.metric_families)
 
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
         self.model = torch.jit.load(path, map_location="cpu").eval()
         # The first calls of a TorchScript module profile and optimise the graph;
         # pay for them here rather than in the first user's request.
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
             for length in (8, 16):
                 ids = torch.ones((2, length), dtype=torch.int64)
                 self.model(ids, torch.ones_like(ids))
@@ -74,8 +89,10 @@ class TritonPythonModel:
             for row, i in enumerate(chunk):
                 ids[row, : len(sequences[i])] = sequences[i]
                 mask[row, : len(sequences[i])] = 1
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
                 out = self.model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            self.real_tokens.increment(int(mask.sum()))
+            self.computed_tokens.increment(mask.size)
             for row, i in enumerate(chunk):
                 logits[i] = out[row]
             start = end

@@ -17,27 +17,46 @@ class TritonPythonModel:
         self.labels = np.array([label.encode("utf-8") for label in labels], dtype=np.object_)
 
     def execute(self, requests):
-        logits = [pb_utils.get_input_tensor_by_name(r, "LOGITS").as_numpy() for r in requests]
+        # Never raise from here: the Python backend would fail every request of the
+        # dynamic batch. A request with unusable logits gets its own error.
+        responses = [None] * len(requests)
+        usable = []  # (request index, logits)
+        for index, request in enumerate(requests):
+            try:
+                logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy()
+                problem = self._check(logits)
+            except Exception as error:  # an unexpected failure: one line for the client, details in the log
+                pb_utils.Logger.log_error(f"emotion_postprocess: {type(error).__name__}: {error}")
+                problem = f"LOGITS could not be read ({type(error).__name__})"
+            if problem:
+                error = pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)
+                responses[index] = pb_utils.InferenceResponse(error=error)
+            else:
+                usable.append((index, logits))
+        if not usable:
+            return responses
+
         # One vectorised softmax over the whole dynamic batch, then split per request.
-        everything = np.concatenate(logits).astype(np.float32)
-        if everything.shape[1] != len(self.labels):
-            message = f"the classifier returned {everything.shape[1]} logits for {len(self.labels)} labels"
-            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(message)) for _ in requests]
+        everything = np.concatenate([logits for _, logits in usable]).astype(np.float32)
         shifted = np.exp(everything - everything.max(axis=1, keepdims=True))
         scores = shifted / shifted.sum(axis=1, keepdims=True)
         names = self.labels[scores.argmax(axis=1)].reshape(-1, 1)
-
-        responses = []
         start = 0
-        for part in logits:
-            end = start + len(part)
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor("LABEL", names[start:end]),
-                        pb_utils.Tensor("SCORES", scores[start:end]),
-                    ]
-                )
+        for index, logits in usable:
+            end = start + len(logits)
+            responses[index] = pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("LABEL", names[start:end]),
+                    pb_utils.Tensor("SCORES", scores[start:end]),
+                ]
             )
             start = end
         return responses
+
+    def _check(self, logits):
+        """None when the request's logits are usable, otherwise the reason."""
+        if logits.ndim != 2 or logits.shape[1] != len(self.labels):
+            return f"LOGITS has shape {list(logits.shape)}: expected [n, {len(self.labels)}], one logit per label"
+        if not np.isfinite(logits).all():
+            return "LOGITS holds NaN or infinite values"
+        return None

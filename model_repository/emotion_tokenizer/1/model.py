@@ -1,8 +1,9 @@
 """Tokenizer step of the `emotion` ensemble (Triton Python backend).
 
 Each request carries TEXT of shape [n, 1] (UTF-8 bytes). A text that cannot
-be classified fails its own request with a clear message; the other requests
-of the same dynamic batch are answered normally.
+be classified (empty, whitespace only, a NUL character, not UTF-8, longer than
+`max_text_bytes`) fails its own request with a clear INVALID_ARGUMENT message;
+the other requests of the same dynamic batch are answered normally.
 """
 
 import json
@@ -35,26 +36,38 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
+        # Never raise from here: the Python backend would fail every request of the
+        # dynamic batch. Each request gets its own answer or its own error.
         responses = []
         for request in requests:
-            raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-            texts, problem = self._decode(raw)
-            if problem:
-                error = pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-                continue
-            encodings = self.tokenizer.encode_batch(texts)
-            ids = np.array([e.ids for e in encodings], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor("INPUT_IDS", ids),
-                        pb_utils.Tensor("ATTENTION_MASK", mask),
-                    ]
-                )
-            )
+            try:
+                responses.append(self._tokenize(request))
+            except Exception as error:  # an unexpected failure: one line for the client, details in the log
+                pb_utils.Logger.log_error(f"emotion_tokenizer: {type(error).__name__}: {error}")
+                message = f"TEXT could not be tokenized ({type(error).__name__})"
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
         return responses
+
+    def _tokenize(self, request):
+        raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+        texts, problem = self._decode(raw)
+        if problem:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG))
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        empty = np.flatnonzero(mask.sum(axis=1) == 0)
+        if len(
+            empty
+        ):  # nothing for the classifier to read (only possible with a tokenizer that adds no special tokens)
+            message = f"TEXT[{empty[0]}] has no tokens the model knows"
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("INPUT_IDS", ids),
+                pb_utils.Tensor("ATTENTION_MASK", mask),
+            ]
+        )
 
     def _decode(self, raw):
         """Returns (texts, None), or (None, message) for the first unusable text."""

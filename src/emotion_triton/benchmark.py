@@ -1,0 +1,432 @@
+"""The benchmark: our served ensemble against what users would run instead, in ONE run.
+
+    python -m emotion_triton.benchmark --checkpoint runs/minilm-offline/checkpoint   (make bench)
+
+Same machine, same fine-tuned weights, same texts for every system:
+- in-process: the HF `pipeline` at each batch size, and the eager model with length-sorted
+  batches (the practical ceiling);
+- served: our ensemble (fp32, and int8 unless --no-int8) over gRPC under a closed-loop
+  asyncio load generator, a sweep over concurrency and request batch size;
+- a plain FastAPI + `pipeline` server, one text per call, under the same load generator.
+Writes results.json, results.md and PNG plots into --results, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import data as data_module
+from .baselines import load_pipeline, measure_pipeline, measure_sorted_eager
+from .build import BuildOptions, build
+from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
+from .modeling import load_classifier, load_tokenizer
+from .repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
+from .server import LocalServer, ServerOptions, free_port
+
+DEFAULT_DATA = str(PROJECT_ROOT.parent / "shared" / "data" / "emotion" / "validation.txt")
+
+
+@dataclass
+class BenchOptions:
+    checkpoint: Path
+    data: str = DEFAULT_DATA
+    results: Path = PROJECT_ROOT / "results" / "bench"
+    concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    fastapi_concurrency: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
+    seconds: float = 5.0
+    in_process_texts: int = 1000
+    int8: bool = True
+    fastapi: bool = True
+
+
+def scrape(metrics_url: str) -> dict[tuple[str, str], float]:
+    """Triton's Prometheus metrics as {(metric, model): value}."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for name, labels, value in re.findall(r"^(\w+)\{([^}]*)\} (\S+)$", text, flags=re.M):
+        model = re.search(r'model="([^"]+)"', labels)
+        key = (name, model.group(1) if model else "")
+        values[key] = values.get(key, 0.0) + float(value)
+    return values
+
+
+def server_side(before: dict, after: dict, classifier: str) -> dict:
+    def delta(name: str) -> float:
+        return after.get((name, classifier), 0.0) - before.get((name, classifier), 0.0)
+
+    executions, requests = delta("nv_inference_exec_count"), delta("nv_inference_request_success")
+    computed = delta("emotion_classifier_computed_tokens_total")
+    return {
+        "avg_dynamic_batch": delta("nv_inference_count") / executions if executions else None,
+        "queue_ms": delta("nv_inference_queue_duration_us") / requests / 1000 if requests else None,
+        "padding_efficiency": delta("emotion_classifier_real_tokens_total") / computed if computed else None,
+    }
+
+
+def ensemble_sender(server: LocalServer):
+    """A factory of gRPC senders for the served ensemble, its tensor names read from its config."""
+    config = server.ensemble.config(server.ensemble.name)
+    names = [o.name for o in config.output]
+    return partial(triton_grpc_sender, server.grpc_url, server.ensemble.name, config.input[0].name, names)
+
+
+def sweep_triton(server: LocalServer, texts: list[str], options: BenchOptions, system: str) -> list[dict]:
+    sender = ensemble_sender(server)
+    points = []
+    grid = [(b, c) for b in options.batch_sizes for c in options.concurrency]
+    for batch_size, concurrency in tqdm(grid, desc=system, unit="point", dynamic_ncols=True):
+        before = scrape(server.metrics_url)
+        result = asyncio.run(_measure(sender, texts, concurrency, batch_size, options.seconds))
+        point = {
+            "system": system,
+            **result.as_dict(),
+            **server_side(before, scrape(server.metrics_url), server.ensemble.classifier),
+        }
+        points.append(point)
+    return points
+
+
+async def _measure(make_sender, texts, concurrency, batch_size, seconds):
+    send, close = make_sender()  # clients bind to the running event loop: create them inside it
+    try:
+        return await closed_loop(send, texts, concurrency, batch_size, seconds)
+    finally:
+        await close()
+
+
+def serve_repository(repository: Path, workdir: Path) -> LocalServer:
+    options = ServerOptions(
+        repository=repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_file=workdir / f"tritonserver-{repository.name}.log",
+    )
+    server = LocalServer(options)
+    server.start()
+    return server
+
+
+def export_repository(checkpoint: Path, data: str, target: Path, quantize: str) -> Path:
+    import shutil
+
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(
+        DEFAULT_REPOSITORY,
+        target,
+        ignore=shutil.ignore_patterns("*.pt", "tokenizer.json", "build_report.json", "*.png", "__pycache__"),
+    )
+    build(
+        BuildOptions(
+            finetuned=str(checkpoint),
+            data=data,
+            repository=target,
+            quantize=quantize,
+            output_dir=target.parent / f"run-{target.name}",
+        )
+    )
+    return target
+
+
+def sweep_fastapi(checkpoint: Path, texts: list[str], options: BenchOptions, max_length: int) -> list[dict]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emotion_triton.baselines",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--max-length",
+            str(max_length),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        points = []
+        for concurrency in tqdm(options.fastapi_concurrency, desc="fastapi+pipeline", unit="point"):
+            sender = partial(json_http_sender, f"http://127.0.0.1:{port}/classify")
+            result = asyncio.run(_measure(sender, texts, concurrency, 1, options.seconds))
+            points.append({"system": "fastapi+pipeline", **result.as_dict()})
+        return points
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def run(options: BenchOptions) -> dict:
+    options.results.mkdir(parents=True, exist_ok=True)
+    texts = data_module.load(options.data).splits["validation"].texts
+    subset = texts[: options.in_process_texts]
+    checkpoint = str(options.checkpoint)
+    results: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "checkpoint": checkpoint,
+        "data": options.data,
+        "texts": len(texts),
+        "in_process_texts": len(subset),
+        "seconds_per_point": options.seconds,
+    }
+
+    tokenizer = load_tokenizer(checkpoint, "--checkpoint")
+    model = load_classifier(checkpoint, "--checkpoint").eval()
+    fp32_repository = export_repository(options.checkpoint, options.data, options.results / "repo-fp32", "none")
+    max_length = Ensemble.read(fp32_repository).max_length
+
+    print("in-process: HF pipeline and length-sorted eager model")
+    pipeline = load_pipeline(checkpoint, max_length)
+    measure_pipeline(pipeline, subset[:64], 8)  # warm-up
+    results["pipeline"] = [measure_pipeline(pipeline, subset, bs) for bs in tqdm([1, 8, 32, 64], desc="pipeline")]
+    measure_sorted_eager(model, tokenizer, subset[:64], max_length)
+    results["sorted_eager"] = measure_sorted_eager(model, tokenizer, subset, max_length)
+    del pipeline
+
+    points = []
+    served = [("triton-fp32", fp32_repository)]
+    if options.int8:
+        served.append(
+            ("triton-int8", export_repository(options.checkpoint, options.data, options.results / "repo-int8", "int8"))
+        )
+    for system, repository in served:
+        server = serve_repository(repository, options.results)
+        try:
+            points += sweep_triton(server, texts, options, system)
+        finally:
+            server.stop()
+    if options.fastapi:
+        points += sweep_fastapi(options.checkpoint, texts, options, max_length)
+    results["points"] = points
+    results["summary"] = summarize(results)
+
+    (options.results / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (options.results / "results.md").write_text(table + "\n")
+    plot(results, options.results)
+    print(table)
+    return results
+
+
+def _best(points: list[dict], system: str, batch_size: int = 1) -> dict | None:
+    candidates = [p for p in points if p["system"] == system and p["batch_size"] == batch_size and not p["errors"]]
+    return max(candidates, key=lambda p: p["texts_per_second"], default=None)
+
+
+def _at(points: list[dict], system: str, concurrency: int, batch_size: int = 1) -> dict | None:
+    return next(
+        (
+            p
+            for p in points
+            if p["system"] == system and p["concurrency"] == concurrency and p["batch_size"] == batch_size
+        ),
+        None,
+    )
+
+
+def summarize(results: dict) -> dict:
+    points = results["points"]
+    pipeline_best = max(results["pipeline"], key=lambda r: r["texts_per_second"])
+    ceiling = results["sorted_eager"]["texts_per_second"]
+    fp32 = _best(points, "triton-fp32")
+    summary = {
+        "pipeline_best_texts_per_second": pipeline_best["texts_per_second"],
+        "pipeline_best_batch_size": pipeline_best["batch_size"],
+        "sorted_eager_texts_per_second": ceiling,
+        "served_fp32_best_texts_per_second": fp32["texts_per_second"] if fp32 else None,
+        "served_fp32_best_concurrency": fp32["concurrency"] if fp32 else None,
+    }
+    if fp32:
+        summary["served_fp32_vs_pipeline"] = fp32["texts_per_second"] / pipeline_best["texts_per_second"]
+        summary["served_fp32_vs_sorted_eager"] = fp32["texts_per_second"] / ceiling
+        largest = max(p["batch_size"] for p in points if p["system"] == "triton-fp32")
+        batched = _best(points, "triton-fp32", largest)
+        if batched and largest > 1:
+            summary[f"served_fp32_batch{largest}_vs_batch1"] = batched["texts_per_second"] / fp32["texts_per_second"]
+        single = _at(points, "triton-fp32", 1)
+        summary["served_fp32_p50_ms_c1_b1"] = single["p50_ms"] if single else None
+    int8 = _best(points, "triton-int8")
+    if int8:
+        summary["served_int8_best_texts_per_second"] = int8["texts_per_second"]
+        summary["served_int8_vs_pipeline"] = int8["texts_per_second"] / pipeline_best["texts_per_second"]
+    fastapi, served16 = _at(points, "fastapi+pipeline", 16), _at(points, "triton-fp32", 16)
+    if fastapi and served16 and fastapi["texts_per_second"]:
+        summary["served_fp32_vs_fastapi_c16"] = served16["texts_per_second"] / fastapi["texts_per_second"]
+    return summary
+
+
+def _fmt(value, spec: str = ".1f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| system | batch | concurrency | texts/s | requests/s | p50 ms | p95 ms | p99 ms | errors | "
+        "avg dynamic batch | queue ms | padding efficiency | load generator CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["pipeline"]:
+        lines.append(
+            f"| HF pipeline (in-process) | {r['batch_size']} | - | {r['texts_per_second']:.1f} | | | | | 0 | "
+            f"| | {r['padding_efficiency']:.2f} | |"
+        )
+    r = results["sorted_eager"]
+    lines.append(
+        f"| eager, length-sorted (in-process) | {r['batch_size']} | - | {r['texts_per_second']:.1f} | | | | | 0 "
+        f"| | | {r['padding_efficiency']:.2f} | |"
+    )
+    for p in results["points"]:
+        lines.append(
+            f"| {p['system']} | {p['batch_size']} | {p['concurrency']} | {p['texts_per_second']:.1f} | "
+            f"{p['requests_per_second']:.1f} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} | {p['p99_ms']:.1f} | "
+            f"{p['errors']} | {_fmt(p.get('avg_dynamic_batch'))} | {_fmt(p.get('queue_ms'), '.2f')} | "
+            f"{_fmt(p.get('padding_efficiency'), '.2f')} | {p['loadgen_cpu_percent']:.0f} |"
+        )
+    lines.append("")
+    lines.append("| ratio | value |")
+    lines.append("|---|---:|")
+    for key, value in results["summary"].items():
+        lines.append(f"| {key} | {_fmt(value, '.3g')} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (throughput, latency) = plt.subplots(1, 2, figsize=(13, 5))
+    series: dict[str, list[dict]] = {}
+    for p in results["points"]:
+        series.setdefault(f"{p['system']}, {p['batch_size']} text(s)/request", []).append(p)
+    for name, rows in series.items():
+        rows.sort(key=lambda p: p["concurrency"])
+        xs = [p["concurrency"] for p in rows]
+        throughput.plot(xs, [p["texts_per_second"] for p in rows], marker="o", label=name)
+        latency.plot(xs, [p["p95_ms"] for p in rows], marker="o", label=name)
+    best_pipeline = max(r["texts_per_second"] for r in results["pipeline"])
+    throughput.axhline(best_pipeline, color="grey", linestyle="--", label="HF pipeline, in-process best")
+    throughput.axhline(
+        results["sorted_eager"]["texts_per_second"],
+        color="black",
+        linestyle=":",
+        label="eager length-sorted, in-process",
+    )
+    for axis, label in ((throughput, "texts/s"), (latency, "p95 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent requests")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+    latency.set_yscale("log")
+    throughput.legend(fontsize=7)
+    fig.suptitle(f"emotion classifier on {results['machine']['cpus']} CPU cores")
+    fig.tight_layout()
+    fig.savefig(folder / "throughput_latency.png", dpi=110)
+    plt.close(fig)
+
+
+def model_table(checkpoints: list[Path], options: BenchOptions) -> list[dict]:
+    """The model card's comparison table, every number measured through the served ensemble."""
+    from .evaluation import EvaluationOptions, evaluate
+
+    texts = data_module.load(options.data).splits["validation"].texts
+    rows = []
+    for checkpoint in checkpoints:
+        repository = export_repository(checkpoint, options.data, options.results / f"repo-{checkpoint.name}", "none")
+        server = serve_repository(repository, options.results)
+        try:
+            report = evaluate(EvaluationOptions(source=options.data, url=server.grpc_url, concurrency=4))
+            runs = [asyncio.run(_measure(ensemble_sender(server), texts, c, 1, options.seconds)) for c in (8, 16)]
+            best = max(runs, key=lambda r: r.texts_per_second)
+        finally:
+            server.stop()
+        rows.append(
+            {
+                "model": str(checkpoint),
+                "accuracy": report["metrics"]["accuracy"],
+                "f1_weighted": report["metrics"]["f1_weighted"],
+                "served_texts_per_second": best.texts_per_second,
+                "concurrency": best.concurrency,
+            }
+        )
+    lines = ["| model | accuracy | weighted F1 | served texts/s (1 text/request) |", "|---|---:|---:|---:|"]
+    lines += [
+        f"| {r['model']} | {r['accuracy']:.2%} | {r['f1_weighted']:.2%} | {r['served_texts_per_second']:.1f} |"
+        for r in rows
+    ]
+    (options.results / "models.md").write_text("\n".join(lines) + "\n")
+    (options.results / "models.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = BenchOptions(checkpoint=Path())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="fine-tuned checkpoint directory (the full benchmark)")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        nargs="+",
+        help="fine-tuned checkpoints: print the model card's table (accuracy, weighted F1, texts/s)",
+    )
+    parser.add_argument("--data", default=defaults.data, help="labelled texts (default: emotion validation)")
+    parser.add_argument("--results", type=Path, default=defaults.results)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=defaults.concurrency)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=defaults.batch_sizes)
+    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="measured seconds per point")
+    parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--no-fastapi", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.checkpoint and not args.models:
+        parser.error("give --checkpoint (the full benchmark) or --models (the model table)")
+    options = BenchOptions(
+        checkpoint=args.checkpoint,
+        data=args.data,
+        results=args.results,
+        concurrency=args.concurrency,
+        batch_sizes=args.batch_sizes,
+        seconds=args.seconds,
+        int8=not args.no_int8,
+        fastapi=not args.no_fastapi,
+    )
+    options.results.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint:
+        run(options)
+    if args.models:
+        model_table(args.models, options)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

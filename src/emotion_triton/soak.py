@@ -1,0 +1,384 @@
+"""A bounded soak test of the local server: minutes of high load with a share of bad requests.
+
+    python -m emotion_triton.soak [--seconds 120] [--concurrency 12] [--bad-share 0.1] [--repository DIR]
+
+Starts its own tritonserver on free loopback ports (the repository's built model, like
+`make serve`), sends the same known texts once alone, then loads it with `--concurrency`
+closed-loop clients (gRPC and HTTP, half each) for `--seconds`. A share of the requests is
+bad: an empty, whitespace, NUL, non-UTF-8 or over-long text inside a batch, a batch over
+`max_batch_size`, a wrong datatype or an unknown model. It checks that
+
+- every request got an answer: no client-side timeout, no dropped connection;
+- good requests are answered correctly (one label and a probability row per text) or refused
+  as overloaded (503 / UNAVAILABLE), never anything else; bad requests are refused with
+  400 / INVALID_ARGUMENT (404 / NOT_FOUND for the unknown model), never answered, and no
+  error message carries a traceback, a file path or a shared-memory key;
+- the server counted exactly the successes the clients saw (`nv_inference_request_success`);
+- resident memory (tritonserver + stubs) and the stubs' /dev/shm regions grew by at most
+  `--max-rss-growth-mib` and `--max-shm-growth-mib` between the end of the warm-up and the end;
+- the known texts get the same answers after the load as before it (max |difference| 1e-6).
+
+It prints its numbers and exits 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from .repository import DEFAULT_REPOSITORY
+from .server import SHM_PREFIX, LocalServer, ServerError, ServerOptions, free_port
+
+PROBE_TEXTS = [
+    "i feel wonderful today",
+    "this is terrifying and i cannot sleep",
+    "i am so angry at how they treated us",
+    "i miss her every single day",
+    "what a surprise to see you here",
+    "i love the way you laugh",
+    "je me sens très heureux aujourd'hui 😊",
+    "今日はとても悲しい",
+]
+TEXTS = PROBE_TEXTS + [
+    "i feel a little nervous about tomorrow",
+    "the concert was amazing and i am still smiling",
+    "i feel like nobody listens to me anymore",
+    "honestly i did not expect to win",
+    "i am furious that the train was cancelled again",
+    " ".join(["i keep thinking about the long road home and everything we left behind"] * 20),  # truncated
+    "ok",
+    "مرحبا، أنا سعيد جدا",
+]
+LEAKS = re.compile(r"Traceback|triton_python_backend_shm_region|/tmp/|/home/|site-packages|\.py\b")
+
+
+@dataclass
+class SoakOptions:
+    repository: Path = DEFAULT_REPOSITORY
+    seconds: float = 120.0
+    warmup: float = 10.0  # seconds of load before the memory baseline
+    concurrency: int = 12
+    bad_share: float = 0.1
+    max_rss_growth_mib: float = 64.0
+    max_shm_growth_mib: float = 16.0
+    timeout: float = 30.0  # client deadline per request: an answer later than this counts as lost
+    seed: int = 0
+    log_file: Path | None = None
+
+
+@dataclass
+class SoakReport:
+    seconds: float = 0.0
+    requests: int = 0
+    texts_answered: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # (good|bad, ok|invalid|not_found|overloaded|...)
+    latencies: list[float] = field(default_factory=list)  # seconds, answered good requests
+    server_successes: int = 0
+    rss_start: int = 0
+    rss_end: int = 0
+    rss_peak: int = 0
+    shm_start: int = 0
+    shm_end: int = 0
+    shm_peak: int = 0
+    max_probe_difference: float = 0.0
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
+
+    def summary(self) -> list[str]:
+        mib = 1 << 20
+        counts = ", ".join(f"{kind} {outcome} {n}" for (kind, outcome), n in sorted(self.outcomes.items()))
+        lines = [
+            f"soak: {self.seconds:.0f} s, {self.requests} requests ({self.requests / max(self.seconds, 1e-9):.0f}/s), "
+            f"{self.texts_answered} texts answered ({self.texts_answered / max(self.seconds, 1e-9):.0f}/s)",
+            f"  outcomes: {counts}",
+            f"  answered good requests: p50 {self.percentile(50) * 1e3:.0f} ms, p99 {self.percentile(99) * 1e3:.0f} ms, "
+            f"max {max(self.latencies, default=float('nan')) * 1e3:.0f} ms; server-side successes {self.server_successes}",
+            f"  RSS (tritonserver + stubs): {self.rss_start / mib:.0f} MiB after warm-up, peak {self.rss_peak / mib:.0f}, "
+            f"end {self.rss_end / mib:.0f} ({(self.rss_end - self.rss_start) / mib:+.1f} MiB)",
+            f"  /dev/shm (stub regions): {self.shm_start / mib:.0f} MiB after warm-up, peak {self.shm_peak / mib:.0f}, "
+            f"end {self.shm_end / mib:.0f} ({(self.shm_end - self.shm_start) / mib:+.1f} MiB)",
+            f"  known texts before and after: max |score difference| {self.max_probe_difference:.1e}",
+        ]
+        lines += [f"  VIOLATION: {v}" for v in self.violations[:20]]
+        if len(self.violations) > 20:
+            lines.append(f"  ... and {len(self.violations) - 20} more violations")
+        lines.append("soak: PASSED" if self.ok else "soak: FAILED")
+        return lines
+
+
+class _Worker(threading.Thread):
+    """One closed-loop client: sends its next request as soon as the previous one is answered."""
+
+    def __init__(self, index: int, server: LocalServer, options: SoakOptions, stop: threading.Event, report):
+        super().__init__(daemon=True)
+        self.protocol = "grpc" if index % 2 == 0 else "http"
+        self.server, self.options, self.stop, self.report = server, options, stop, report
+        self.random = random.Random(options.seed * 1000 + index)
+        self.lock = report["lock"]
+
+    def run(self) -> None:
+        if self.protocol == "grpc":
+            import tritonclient.grpc as module
+
+            self.module, client = module, module.InferenceServerClient(self.server.grpc_url)
+        else:
+            import tritonclient.http as module
+
+            timeout = self.options.timeout
+            self.module = module
+            client = module.InferenceServerClient(
+                self.server.http_url, connection_timeout=timeout, network_timeout=timeout
+            )
+        try:
+            while not self.stop.is_set():
+                self._one(client)
+        finally:
+            client.close()
+
+    def _request(self) -> tuple[str, str, list[bytes], str, str]:
+        """(good|bad, what, texts, datatype, model)."""
+        pick = self.random
+        texts = [pick.choice(TEXTS).encode() for _ in range(pick.randint(1, 16))]
+        if pick.random() >= self.options.bad_share:
+            return "good", "texts", texts, "BYTES", "emotion"
+        what = pick.choice(["empty", "whitespace", "nul", "utf8", "long", "batch", "dtype", "model"])
+        at = pick.randrange(len(texts))
+        if what in ("empty", "whitespace", "nul", "utf8", "long"):
+            texts[at] = {
+                "empty": b"",
+                "whitespace": b" \t\n ",
+                "nul": b"hello\x00world",
+                "utf8": b"caf\xc3 \xff",
+                "long": b"word " * 20_000,  # 100 kB: over the 64 KiB limit
+            }[what]
+        elif what == "batch":
+            texts = texts[:1] * 65
+        return (
+            "bad",
+            what,
+            texts,
+            "FP32" if what == "dtype" else "BYTES",
+            "no_such_model" if what == "model" else "emotion",
+        )
+
+    def _one(self, client) -> None:
+        kind, what, texts, datatype, model = self._request()
+        module = self.module
+        if datatype == "BYTES":
+            array = np.array([[t] for t in texts], dtype=np.object_)
+        else:
+            array = np.zeros((len(texts), 1), dtype=np.float32)
+        tensor = module.InferInput("TEXT", list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        kwargs = {"client_timeout": self.options.timeout} if self.protocol == "grpc" else {}
+        start = time.perf_counter()
+        try:
+            result = client.infer(model, [tensor], **kwargs)
+        except InferenceServerException as error:
+            outcome, problem = _refusal(kind, what, error)
+            self._record(kind, outcome, problem)
+            return
+        except Exception as error:  # a dropped connection or a client-side timeout: a request left unanswered
+            self._record(kind, "unanswered", f"{self.protocol} {what}: no answer ({type(error).__name__}: {error})")
+            return
+        seconds = time.perf_counter() - start
+        labels, scores = result.as_numpy("LABEL"), result.as_numpy("SCORES")
+        problem = None
+        if kind == "bad":
+            problem = f"{self.protocol} {what}: a bad request was answered instead of refused"
+        elif labels is None or scores is None or labels.shape != (len(texts), 1) or len(scores) != len(texts):
+            problem = f"{self.protocol}: {len(texts)} texts answered with LABEL {getattr(labels, 'shape', None)}"
+        elif np.abs(scores.sum(axis=1) - 1).max() > 1e-4:
+            problem = f"{self.protocol}: scores that are not probabilities"
+        self._record(kind, "ok", problem, seconds, len(texts))
+
+    def _record(self, kind, outcome, problem=None, seconds=None, texts=0) -> None:
+        with self.lock:
+            report: SoakReport = self.report["report"]
+            report.requests += 1
+            report.outcomes[(kind, outcome)] += 1
+            if seconds is not None and problem is None:
+                report.latencies.append(seconds)
+                report.texts_answered += texts
+            if problem:
+                report.violations.append(problem)
+
+
+def _refusal(kind: str, what: str, error: InferenceServerException) -> tuple[str, str | None]:
+    """(outcome, violation or None) for an error answer."""
+    status, message = str(error.status() or ""), error.message() or ""
+    if "DEADLINE_EXCEEDED" in status or "timed out" in message:
+        return "unanswered", f"{what}: no answer within the client deadline ({message[:100]})"
+    if LEAKS.search(message):
+        return "leak", f"{what}: the error message shows internals: {message[:200]!r}"
+    if status in ("503", "StatusCode.UNAVAILABLE"):
+        return "overloaded", None
+    if kind == "good":
+        return "error", f"a good request failed: {status} {message[:200]}"
+    if what == "model":
+        return "not_found", None if status in ("404", "StatusCode.NOT_FOUND") else f"unknown model: {status} {message}"
+    if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+        return "invalid", None
+    return "error", f"{what}: refused with {status} instead of 400 / INVALID_ARGUMENT: {message[:200]}"
+
+
+def _probe(server: LocalServer) -> np.ndarray:
+    """Scores of PROBE_TEXTS, one request per text, nothing else in flight."""
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(server.grpc_url)
+    try:
+        rows = []
+        for text in PROBE_TEXTS:
+            tensor = grpc.InferInput("TEXT", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+            rows.append(client.infer("emotion", [tensor], client_timeout=30).as_numpy("SCORES")[0])
+        return np.array(rows)
+    finally:
+        client.close()
+
+
+def _server_successes(server: LocalServer) -> int:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    match = re.search(r'^nv_inference_request_success\{model="emotion",version="1"\} (\d+)', text, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def run(options: SoakOptions, server: LocalServer | None = None) -> SoakReport:
+    """Runs the soak against `server` (started and stopped here when None)."""
+    own = server is None
+    if own:
+        log = options.log_file or Path(tempfile.mkdtemp(prefix="emotion-soak-")) / "tritonserver.log"
+        server = LocalServer(
+            ServerOptions(
+                repository=options.repository,
+                http_port=free_port(),
+                grpc_port=free_port(),
+                metrics_port=free_port(),
+                log_file=log,
+            )
+        )
+        server.start()
+    report = SoakReport()
+    try:
+        before = _probe(server)
+        successes_before = _server_successes(server)
+        shared = {"report": SoakReport(), "lock": threading.Lock()}  # the warm-up's numbers are thrown away
+        stop = threading.Event()
+        workers = [_Worker(i, server, options, stop, shared) for i in range(options.concurrency)]
+        for worker in workers:
+            worker.start()
+        time.sleep(options.warmup)
+        with shared["lock"]:
+            warmup = shared["report"]
+            shared["report"] = report
+        report.rss_start, report.shm_start = server.memory()
+        report.rss_peak, report.shm_peak = report.rss_start, report.shm_start
+        start = time.monotonic()
+        while time.monotonic() - start < options.seconds:
+            time.sleep(min(1.0, max(0.0, options.seconds - (time.monotonic() - start))))
+            rss, shm = server.memory()
+            report.rss_peak, report.shm_peak = max(report.rss_peak, rss), max(report.shm_peak, shm)
+        stop.set()
+        for worker in workers:
+            worker.join(options.timeout + 5)
+        report.seconds = time.monotonic() - start
+        if any(worker.is_alive() for worker in workers):
+            report.violations.append(f"a client did not finish within {options.timeout + 5:.0f} s of the end")
+        report.violations[:0] = warmup.violations
+        report.rss_end, report.shm_end = server.memory()
+
+        answered = warmup.outcomes[("good", "ok")] + report.outcomes[("good", "ok")]
+        report.server_successes = _server_successes(server) - successes_before
+        if report.server_successes != answered:
+            report.violations.append(f"the server counted {report.server_successes} successes, the clients {answered}")
+        after = _probe(server)
+        report.max_probe_difference = float(np.abs(after - before).max())
+        if report.max_probe_difference > 1e-6 or (after.argmax(axis=1) != before.argmax(axis=1)).any():
+            report.violations.append(f"the known texts changed answers (max |diff| {report.max_probe_difference:.1e})")
+        rss_growth, shm_growth = (
+            (report.rss_end - report.rss_start) / (1 << 20),
+            (report.shm_end - report.shm_start) / (1 << 20),
+        )
+        if rss_growth > options.max_rss_growth_mib:
+            report.violations.append(
+                f"resident memory grew by {rss_growth:.0f} MiB (bound {options.max_rss_growth_mib:g})"
+            )
+        if shm_growth > options.max_shm_growth_mib:
+            report.violations.append(f"/dev/shm grew by {shm_growth:.0f} MiB (bound {options.max_shm_growth_mib:g})")
+        if not report.outcomes[("good", "ok")] or not any(k == "bad" for k, _ in report.outcomes):
+            report.violations.append("the load sent no good or no bad requests")
+        if not server.canary():
+            report.violations.append("the canary fails after the soak")
+    finally:
+        if own:
+            regions = [key for _, stub in server.stubs() for key in stub.cmdline() if key.startswith(SHM_PREFIX)]
+            server.stop()
+            left = [key for key in regions if Path("/dev/shm", key).exists()]
+            if left:
+                report.violations.append(f"tritonserver left {len(left)} shared-memory regions in /dev/shm")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = SoakOptions()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repository", type=Path, default=defaults.repository)
+    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="load after the warm-up (default: 120)")
+    parser.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds before the memory baseline")
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="clients, half gRPC, half HTTP")
+    parser.add_argument("--bad-share", type=float, default=defaults.bad_share, help="share of bad requests (0.1)")
+    parser.add_argument("--max-rss-growth-mib", type=float, default=defaults.max_rss_growth_mib)
+    parser.add_argument("--max-shm-growth-mib", type=float, default=defaults.max_shm_growth_mib)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--json", action="store_true", help="also print the numbers as one JSON line")
+    args = parser.parse_args(argv)
+    options = SoakOptions(
+        repository=args.repository,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        bad_share=args.bad_share,
+        max_rss_growth_mib=args.max_rss_growth_mib,
+        max_shm_growth_mib=args.max_shm_growth_mib,
+        seed=args.seed,
+    )
+    print(
+        f"soak: {options.warmup:g} s warm-up, then {options.seconds:g} s at {options.concurrency} clients", flush=True
+    )
+    try:
+        report = run(options)
+    except ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(report.summary()))
+    if args.json:
+        numbers = {k: v for k, v in vars(report).items() if k not in ("latencies", "outcomes")}
+        numbers["outcomes"] = {f"{k} {o}": n for (k, o), n in report.outcomes.items()}
+        numbers["p50_ms"], numbers["p99_ms"] = report.percentile(50) * 1e3, report.percentile(99) * 1e3
+        print(json.dumps(numbers))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The performance features: int8 export, padding counters, the load generator and the benchmark's outputs."""
+
+import asyncio
+import json
+
+import pytest
+import torch
+
+from emotion_triton import build as build_module
+from emotion_triton.benchmark import BenchOptions, run, scrape
+from emotion_triton.build import BuildOptions, QuantizationRefused, build
+from emotion_triton.client import EmotionClient
+from emotion_triton.loadgen import closed_loop
+from emotion_triton.repository import Ensemble
+
+from .conftest import copy_repository
+
+
+def int8_options(tmp_path, checkpoint, small_data):
+    return BuildOptions(
+        finetuned=str(checkpoint),
+        data=str(small_data / "validation.txt"),
+        repository=copy_repository(tmp_path / "repo"),
+        quantize="int8",
+    )
+
+
+def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small_data, monkeypatch):
+    _, checkpoint = built_repository("bert")
+    monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
+    options = int8_options(tmp_path, checkpoint, small_data)
+    report = build(options)
+    quantization = report["quantization"]
+    assert quantization["accuracy_loss_points"] == pytest.approx(
+        100 * (quantization["fp32_accuracy"] - quantization["int8_accuracy"]), abs=1e-3
+    )
+    assert report["validation"]["accuracy"] == quantization["int8_accuracy"]
+    assert report["validation_fp32"]["accuracy"] == quantization["fp32_accuracy"]
+    scripted = torch.jit.load(str(Ensemble.read(options.repository).model_file))
+    assert "quantized::linear_dynamic" in str(scripted.inlined_graph)
+
+
+def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_repository, small_data, monkeypatch):
+    _, checkpoint = built_repository("bert")
+    monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", -1.0)
+    options = int8_options(tmp_path, checkpoint, small_data)
+    with pytest.raises(QuantizationRefused, match="nothing was installed"):
+        build(options)
+    assert not Ensemble.read(options.repository).model_file.exists()
+    options.data = None
+    with pytest.raises(QuantizationRefused, match="needs --data"):
+        build(options)
+
+
+def test_classifier_counts_real_and_computed_tokens(served):
+    server = served("distilbert")
+    before = scrape(server.metrics_url)
+    with EmotionClient(server.grpc_url) as client:
+        client.classify(["short one", "a much longer text that has many more tokens than the first one does"] * 4)
+    after = scrape(server.metrics_url)
+    classifier = server.ensemble.classifier
+    real = after[("emotion_classifier_real_tokens_total", classifier)] - before.get(
+        ("emotion_classifier_real_tokens_total", classifier), 0
+    )
+    computed = after[("emotion_classifier_computed_tokens_total", classifier)] - before.get(
+        ("emotion_classifier_computed_tokens_total", classifier), 0
+    )
+    assert 0 < real <= computed
+    # Rows are sorted by length before chunking: the 4 short and 4 long texts do not pad each other
+    # unless they share a chunk, so at most one chunk mixes them.
+    assert real / computed > 0.6
+
+
+def test_closed_loop_counts_every_request_and_error():
+    calls = []
+
+    async def send(texts):
+        calls.append(len(texts))
+        await asyncio.sleep(0.002)
+        if len(calls) % 5 == 0:
+            raise RuntimeError("refused")
+
+    result = asyncio.run(
+        closed_loop(send, [f"t{i}" for i in range(20)], concurrency=3, batch_size=4, seconds=0.3, warmup=0.05)
+    )
+    assert result.requests > 10 and 0 < result.errors < result.requests
+    assert result.texts == 4 * (result.requests - result.errors)
+    assert result.first_error == "RuntimeError: refused"
+    assert result.p50_ms <= result.p95_ms <= result.p99_ms
+
+
+def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, small_data):
+    _, checkpoint = built_repository("distilbert")
+    options = BenchOptions(
+        checkpoint=checkpoint,
+        data=str(small_data / "validation.txt"),
+        results=tmp_path / "bench",
+        concurrency=[1, 2],
+        batch_sizes=[1, 4],
+        fastapi_concurrency=[2],
+        seconds=0.5,
+        in_process_texts=40,
+        int8=False,
+    )
+    results = run(options)
+    written = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert written["summary"] == results["summary"]
+    systems = {p["system"] for p in written["points"]}
+    assert systems == {"triton-fp32", "fastapi+pipeline"}
+    assert all(p["errors"] == 0 and p["texts"] > 0 for p in written["points"]), written["points"]
+    triton = [p for p in written["points"] if p["system"] == "triton-fp32"]
+    assert all(p["avg_dynamic_batch"] >= 1 and 0 < p["padding_efficiency"] <= 1 for p in triton)
+    assert {r["batch_size"] for r in written["pipeline"]} == {1, 8, 32, 64}
+    for key in (
+        "served_fp32_vs_pipeline",
+        "served_fp32_vs_sorted_eager",
+        "served_fp32_batch4_vs_batch1",
+        "served_fp32_p50_ms_c1_b1",
+    ):
+        assert written["summary"][key] > 0, key
+    assert "| triton-fp32 |" in (tmp_path / "bench" / "results.md").read_text()
+    assert (tmp_path / "bench" / "throughput_latency.png").read_bytes()[:4] == b"\x89PNG"
