@@ -30,6 +30,14 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest
 
+# A bounded soak of the local server (loopback, its own ports): SOAK_SECONDS of high load with a share
+# of bad requests after a 20 s warm-up; exits 1 when an accepted request goes unanswered, memory or
+# /dev/shm grows past its bound, or the known texts change answers. Numbers: docs/results.md.
+SOAK_SECONDS ?= 120
+.PHONY: soak
+soak: setup
+	$(BIN)/python -m emotion_triton.soak --seconds $(SOAK_SECONDS)
+
 # Fine-tune the offline pretrained encoder on ../shared/data/emotion and install it.
 build-offline: setup
 	$(BIN)/python build/build.py --preset minilm-offline

@@ -96,10 +96,17 @@ def infer(url: str, model: str, timeout: float) -> str:
     return f"'{CANARY_TEXT}' -> {label[0]} ({max(scores):.2f})"
 
 
-def check(url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, health: str = "ready", timeout: float = 10.0) -> str:
+def check(
+    url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, health: str = "ready", timeout: float = 10.0, canaries: int = 4
+) -> str:
+    """Health endpoint, then `canaries` inferences: a step runs 2 instances, and a request reaches
+    only one of them, so a single canary would miss a dead stub half of the time."""
     url = url.rstrip("/")
     check_health(url, health, timeout)
-    return infer(url, model, timeout)
+    summary = ""
+    for _ in range(max(1, canaries)):
+        summary = infer(url, model, timeout)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         help="health endpoint checked first: ready (compose) or live (Kubernetes liveness) (default: %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default: %(default)s)")
+    parser.add_argument("--canaries", type=int, default=4, help="inferences per check (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        summary = check(args.url, args.model, args.health, args.timeout)
+        summary = check(args.url, args.model, args.health, args.timeout, args.canaries)
     except Unhealthy as error:
         print(f"unhealthy: {error}", file=sys.stderr)
         return 1

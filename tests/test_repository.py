@@ -62,8 +62,14 @@ def test_classifier_has_production_and_local_configs_with_identical_io():
     assert production.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert production.HasField("dynamic_batching") and local.HasField("dynamic_batching")
     assert local.backend == "python"
-    assert list(production.input) == list(local.input)
-    assert list(production.output) == list(local.output)
+
+    def declared(tensors):
+        return [(t.name, t.data_type, list(t.dims)) for t in tensors]
+
+    # identical contract; only the Python variant may take ragged batches (it re-batches rows itself)
+    assert declared(production.input) == declared(local.input)
+    assert declared(production.output) == declared(local.output)
+    assert not any(t.allow_ragged_batch for t in production.input)
     assert production.max_batch_size == local.max_batch_size
     # libtorch maps tensors to forward() arguments by their __<index> suffix
     assert [i.name.rsplit("__", 1)[1] for i in production.input] == ["0", "1"]

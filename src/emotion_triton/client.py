@@ -189,10 +189,12 @@ class EmotionClient:
                 result = self._call("infer", self.model, [tensor], outputs=outputs, **kwargs)
                 break
             except ClientError as error:
+                if error.kind == "overloaded" and time.perf_counter() >= deadline:  # refused for our own deadline
+                    error = ClientError(f"no answer from {self.url} within {self.timeout:g} s: {error}", "timeout")
                 pause = delay * (0.5 + random.random())  # jitter: clients refused together come back apart
                 if error.kind != "overloaded" or attempt == self.retries or time.perf_counter() + pause >= deadline:
                     self._record(len(texts), start, attempt + 1, error)
-                    raise
+                    raise error from None
                 time.sleep(pause)
                 delay *= 2
         self._record(len(texts), start, attempt + 1)

@@ -46,12 +46,13 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
     """Logits of the eager model, in the order of `texts`; batches are length-sorted to skip padding."""
     model.eval()
+    device = next(model.parameters()).device
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
         padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-        out = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
-        logits[batch] = out.float().numpy()
+        out = model(input_ids=padded["input_ids"].to(device), attention_mask=padded["attention_mask"].to(device))
+        logits[batch] = out.logits.float().cpu().numpy()
     return logits
 
 

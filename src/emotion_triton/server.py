@@ -416,16 +416,18 @@ class LocalServer:
 
     def _wait_for_idle_models(self, until: float) -> None:
         """Until no composing model has a request queued or running (twice in a row), or `until`."""
-        pattern = re.compile(r'^nv_inference_pending_request_count\{model="([^"]+)",[^}]*\} (\S+)', re.MULTILINE)
         idle = 0
         while time.monotonic() < until and self.process.poll() is None and idle < 2:
             try:
-                with urllib.request.urlopen(self.metrics_url, timeout=1) as response:
-                    text = response.read().decode()
+                metrics = triton_metrics(self.metrics_url, timeout=1)
             except (urllib.error.URLError, OSError):
                 return
             # The ensemble itself does not count; its requests are pending in one of its steps.
-            pending = sum(float(n) for model, n in pattern.findall(text) if model != self.ensemble.name)
+            pending = sum(
+                value
+                for (name, model), value in metrics.items()
+                if name == "nv_inference_pending_request_count" and model != self.ensemble.name
+            )
             idle = idle + 1 if pending == 0 else 0
             time.sleep(0.05)
 
@@ -448,6 +450,16 @@ class LocalServer:
         self.stop()
 
 
+def triton_metrics(metrics_url: str, timeout: float = 10.0) -> dict[tuple[str, str], float]:
+    """Triton's per-model metrics: {(metric name, model name): value, summed over versions}."""
+    with urllib.request.urlopen(metrics_url, timeout=timeout) as response:
+        text = response.read().decode()
+    values: dict[tuple[str, str], float] = {}
+    for name, model, value in re.findall(r'^(\w+)\{model="([^"]+)"[^}]*\} (\S+)$', text, re.MULTILINE):
+        values[name, model] = values.get((name, model), 0.0) + float(value)
+    return values
+
+
 def _error_text(error: urllib.error.HTTPError) -> str:
     """The first line of Triton's {"error": "..."} answer."""
     try:
@@ -468,8 +480,10 @@ def serve_forever(
     """Runs until SIGINT/SIGTERM (exit 0) or until tritonserver cannot be kept serving (exit 1).
 
     Every `canary_interval` seconds one text goes through the ensemble (`LocalServer.health_problem`).
-    `canary_failures` failures in a row, or tritonserver exiting, restart it; the restart after
-    `max_restarts` restarts within `restart_window` seconds ends the process instead.
+    `canary_failures` failures without `canary_failures` successes in a row between them, or
+    tritonserver exiting, restart it; the restart after `max_restarts` restarts within
+    `restart_window` seconds ends the process instead. Successes in a row, not one success, clear
+    the count: with two instances of a step and one dead stub, every other canary succeeds.
     """
     stopping = []
 
@@ -480,7 +494,7 @@ def serve_forever(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     restarts: list[float] = []  # when the recent restarts happened
-    failures = 0
+    failures = successes = 0
     next_check = time.monotonic() + canary_interval
     while not stopping:
         time.sleep(max(0.0, min(0.2, next_check - time.monotonic())))
@@ -492,9 +506,11 @@ def serve_forever(
         if stopping:
             break
         if problem is None:
-            failures = 0
+            successes += 1
+            if successes >= canary_failures:
+                failures = 0
             continue
-        failures += 1
+        failures, successes = failures + 1, 0
         if failures < canary_failures and not exited:
             print(f"canary failed ({failures}/{canary_failures}): {problem}", file=sys.stderr)
             continue

@@ -87,6 +87,8 @@ def fine_tune(model, tokenizer, data: LabelledData, args: TrainingArguments, wor
     from transformers import get_linear_schedule_with_warmup
 
     seed_everything(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the compose build service has a GPU
+    model.to(device)
     texts = data.splits["train"].texts
     labels = torch.tensor(data.ids("train"))
     encoded = tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
@@ -111,7 +113,7 @@ def fine_tune(model, tokenizer, data: LabelledData, args: TrainingArguments, wor
     fingerprint = json.dumps({"args": dataclasses.asdict(args), "source": data.source, "rows": len(texts)})
     start_epoch, step, history, seconds = 0, 0, [], 0.0
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = torch.load(checkpoint_path, weights_only=False, map_location=device)
         if state["fingerprint"] == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -130,7 +132,11 @@ def fine_tune(model, tokenizer, data: LabelledData, args: TrainingArguments, wor
             if step >= total_steps:
                 break
             padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-            out = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"], labels=labels[batch])
+            out = model(
+                input_ids=padded["input_ids"].to(device),
+                attention_mask=padded["attention_mask"].to(device),
+                labels=labels[batch].to(device),
+            )
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -169,9 +175,10 @@ def fine_tune(model, tokenizer, data: LabelledData, args: TrainingArguments, wor
         )
         checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
     progress.close()
+    model.to("cpu")  # evaluation and export run on the CPU: the exported graph is device-free
     return {
         "steps": step,
         "steps_per_epoch": steps_per_epoch,
-        "training_seconds": round(seconds, 1),
+        "training_seconds": round(seconds, 3),
         "history": history,
     }

@@ -24,6 +24,7 @@ class TritonPythonModel:
         if threads > 0:
             torch.set_num_threads(threads)
         self.max_tokens_per_forward = int(params.get("max_tokens_per_forward", "4096"))
+        self.max_length_spread = float(params.get("max_length_spread", "1.25"))
         # The libtorch backend's switch, honoured here too: TorchScript's optimizing executor
         # re-profiles the graph for every new input shape, and every text length is a new shape.
         self.optimized_execution = params.get("DISABLE_OPTIMIZED_EXECUTION", "false").lower() != "true"
@@ -49,7 +50,7 @@ class TritonPythonModel:
                 ids = torch.ones((2, length), dtype=torch.int64)
                 self.model(ids, torch.ones_like(ids))
 
-    def execute(self, requests):
+    def execute(self, requests, isolate=True):
         rows = []  # (request index, token ids without padding)
         responses = [None] * len(requests)
         for index, request in enumerate(requests):
@@ -63,7 +64,12 @@ class TritonPythonModel:
             lengths = mask.sum(axis=1)
             rows.extend((index, ids[r, : lengths[r]]) for r in range(len(ids)))
 
-        logits = self._classify([row_ids for _, row_ids in rows])
+        try:
+            logits = self._classify([row_ids for _, row_ids in rows])
+        except Exception:  # a request the model cannot read (token ids out of range): find it
+            if not isolate:
+                raise
+            return self._one_by_one(requests, responses)
         per_request = {}
         for (index, _), row_logits in zip(rows, logits, strict=True):
             per_request.setdefault(index, []).append(row_logits)
@@ -72,15 +78,34 @@ class TritonPythonModel:
             responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
         return responses
 
+    def _one_by_one(self, requests, responses):
+        """Runs each remaining request alone, so only a request the model cannot read fails."""
+        for index, request in enumerate(requests):
+            if responses[index] is not None:
+                continue
+            try:
+                responses[index] = self.execute([request], isolate=False)[0]
+            except Exception as error:
+                pb_utils.Logger.log_error(f"emotion_classifier: {error}")
+                message = "INPUT_IDS__0 holds token ids the model cannot read"
+                error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+                responses[index] = pb_utils.InferenceResponse(error=error)
+        return responses
+
     def _classify(self, sequences):
         """Logits for each sequence, computed in length-sorted chunks."""
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         logits = [None] * len(sequences)
         start = 0
         while start < len(order):
-            # Sorted ascending, so the chunk's last row is its longest.
+            # Sorted ascending: the chunk's first row is its shortest, its last its longest.
+            shortest = len(sequences[order[start]])
+            widest = max(shortest * self.max_length_spread, shortest + 8)
             end = start + 1
-            while end < len(order) and (end - start + 1) * len(sequences[order[end]]) <= self.max_tokens_per_forward:
+            while end < len(order):
+                width = len(sequences[order[end]])
+                if width > widest or (end - start + 1) * width > self.max_tokens_per_forward:
+                    break
                 end += 1
             chunk = order[start:end]
             width = len(sequences[chunk[-1]])
