@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from emotion_triton.build import BuildOptions, build
 from emotion_triton.data import read_file
-from emotion_triton.repository import DEFAULT_REPOSITORY
+from emotion_triton.repository import copy_sources
 from emotion_triton.server import LocalServer, ServerOptions, free_port
 from emotion_triton.training import TrainingArguments
 
@@ -56,12 +55,7 @@ def tiny_base(tmp_path_factory, emotion_data):
 
 def copy_repository(target: Path) -> Path:
     """The project's model repository (configs and model.py files only) in a temporary folder."""
-    shutil.copytree(
-        DEFAULT_REPOSITORY,
-        target,
-        ignore=shutil.ignore_patterns("*.pt", "tokenizer.json", "build_report.json", "*.png", "__pycache__"),
-    )
-    return target
+    return copy_sources(target)
 
 
 @pytest.fixture(scope="session")

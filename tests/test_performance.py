@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from emotion_triton import build as build_module
-from emotion_triton.benchmark import BenchOptions, run, scrape
+from emotion_triton.benchmark import BenchOptions, run
 from emotion_triton.build import BuildOptions, QuantizationRefused, build
 from emotion_triton.client import EmotionClient
 from emotion_triton.loadgen import closed_loop
 from emotion_triton.repository import Ensemble
+from emotion_triton.server import triton_metrics
 
 from .conftest import copy_repository
 
@@ -54,10 +55,10 @@ def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_re
 
 def test_classifier_counts_real_and_computed_tokens(served):
     server = served("distilbert")
-    before = scrape(server.metrics_url)
+    before = triton_metrics(server.metrics_url)
     with EmotionClient(server.grpc_url) as client:
         client.classify(["short one", "a much longer text that has many more tokens than the first one does"] * 4)
-    after = scrape(server.metrics_url)
+    after = triton_metrics(server.metrics_url)
     classifier = server.ensemble.classifier
     real = after[("emotion_classifier_real_tokens_total", classifier)] - before.get(
         ("emotion_classifier_real_tokens_total", classifier), 0

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -34,8 +33,8 @@ from .baselines import load_pipeline, measure_pipeline, measure_sorted_eager
 from .build import BuildOptions, build
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
 from .modeling import load_classifier, load_tokenizer
-from .repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
-from .server import LocalServer, ServerOptions, free_port
+from .repository import PROJECT_ROOT, Ensemble, copy_sources
+from .server import LocalServer, ServerOptions, free_port, triton_metrics
 
 DEFAULT_DATA = str(PROJECT_ROOT.parent / "shared" / "data" / "emotion" / "validation.txt")
 
@@ -52,18 +51,6 @@ class BenchOptions:
     in_process_texts: int = 1000
     int8: bool = True
     fastapi: bool = True
-
-
-def scrape(metrics_url: str) -> dict[tuple[str, str], float]:
-    """Triton's Prometheus metrics as {(metric, model): value}."""
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for name, labels, value in re.findall(r"^(\w+)\{([^}]*)\} (\S+)$", text, flags=re.M):
-        model = re.search(r'model="([^"]+)"', labels)
-        key = (name, model.group(1) if model else "")
-        values[key] = values.get(key, 0.0) + float(value)
-    return values
 
 
 def server_side(before: dict, after: dict, classifier: str) -> dict:
@@ -91,12 +78,12 @@ def sweep_triton(server: LocalServer, texts: list[str], options: BenchOptions, s
     points = []
     grid = [(b, c) for b in options.batch_sizes for c in options.concurrency]
     for batch_size, concurrency in tqdm(grid, desc=system, unit="point", dynamic_ncols=True):
-        before = scrape(server.metrics_url)
+        before = triton_metrics(server.metrics_url)
         result = asyncio.run(_measure(sender, texts, concurrency, batch_size, options.seconds))
         point = {
             "system": system,
             **result.as_dict(),
-            **server_side(before, scrape(server.metrics_url), server.ensemble.classifier),
+            **server_side(before, triton_metrics(server.metrics_url), server.ensemble.classifier),
         }
         points.append(point)
     return points
@@ -128,11 +115,7 @@ def export_repository(checkpoint: Path, data: str, target: Path, quantize: str) 
 
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(
-        DEFAULT_REPOSITORY,
-        target,
-        ignore=shutil.ignore_patterns("*.pt", "tokenizer.json", "build_report.json", "*.png", "__pycache__"),
-    )
+    copy_sources(target)
     build(
         BuildOptions(
             finetuned=str(checkpoint),

@@ -16,6 +16,7 @@ attempts, error): the hook for latency statistics and load tests.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -153,8 +154,6 @@ class EmotionClient:
     def labels(self) -> list[str]:
         """Class names, from the `labels` parameter of the step that produces the scores."""
         if self._labels is None:
-            import json
-
             scores = self.config["output"][1]["name"] if len(self.config["output"]) > 1 else None
             for step in self.config.get("ensemble_scheduling", {}).get("step", []):
                 if scores in step.get("output_map", {}).values():

@@ -20,6 +20,17 @@ DEFAULT_ENSEMBLE = "emotion"
 LOCAL_CONFIG_NAME = "local"  # configs/local.pbtxt: the CPU variant for tritonserver --model-config-name
 
 
+# Written by build/build.py; never part of a repository's source (see .gitignore).
+BUILD_OUTPUTS = ("*.pt", "tokenizer.json", "build_report.json", "*.png", "__pycache__")
+
+
+def copy_sources(target: str | Path, source: str | Path = DEFAULT_REPOSITORY) -> Path:
+    """A copy of a model repository's configs and model.py files, without build outputs."""
+    import shutil
+
+    return Path(shutil.copytree(source, target, ignore=shutil.ignore_patterns(*BUILD_OUTPUTS)))
+
+
 def parse_config(path: str | Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
 
