@@ -541,6 +541,11 @@ def serve_forever(
         print("tritonserver restarted: the ensemble answers again", file=sys.stderr, flush=True)
         failures = 0
         next_check = time.monotonic() + canary_interval
+    return stop_cleanly(server)
+
+
+def stop_cleanly(server: LocalServer) -> int:
+    """The normal end of a serving server (SIGINT/SIGTERM): requests in flight complete; exit code 0."""
     print("stopping tritonserver (requests in flight complete first)", flush=True)
     code = server.stop()
     print(f"tritonserver stopped (exit code {code})", flush=True)
@@ -613,9 +618,8 @@ def main(argv: list[str] | None = None) -> int:
             canary_failures=args.canary_failures,
             canary_timeout=args.canary_timeout,
         )
-    except KeyboardInterrupt:  # a signal before serve_forever took over
-        server.stop()
-        return 130
+    except KeyboardInterrupt:  # a signal after start, before serve_forever's handlers took over
+        return stop_cleanly(server)
 
 
 if __name__ == "__main__":
