@@ -6,14 +6,32 @@ dynamic batch without merging them, so this model does the batching itself:
 it strips each row's padding, sorts all rows of all requests by real length
 and runs them in chunks of similar length. Short texts never pay for long
 ones, and a request of many texts costs no more per text than single texts.
+
+With the `onednn_linear` parameter it also swaps the graph's Linear layers for
+oneDNN's kernel with weights packed once at load time; stock PyTorch sends them
+to MKL, which is slow on small batches (and on AMD CPUs).
 """
 
+import contextlib
 import json
+import mmap
 import os
+import tempfile
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
+
+# Read once, by the OpenMP runtime that loads with torch, and only matters with more
+# than one intra-op thread: an idle OpenMP thread stops spinning after 3000 polls
+# instead of libgomp's default 300000, so the worker thread of a two-thread forward pass
+# frees its core for the other steps. Measured with intra_op_threads_alone "2", p50 at
+# one client: 14.6-14.8 ms with the default, 9.3-9.9 ms with 3000.
+os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+# oneDNN (onednn_linear) compiles and caches a kernel per input shape, and every batch of
+# texts is a new shape. Its default cache of 1024 kernels grew a process by 500 MiB and
+# more over 2400 random shapes; 32 kept it flat at +210 MiB over stock PyTorch, 2% slower.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+import torch  # noqa: E402
 
 
 class TritonPythonModel:
@@ -23,6 +41,8 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_threads", "0"))
         if threads > 0:
             torch.set_num_threads(threads)
+        threads_alone = int(params.get("intra_op_threads_alone", "0"))
+        self.cores = CoreSharing(args, config, threads, threads_alone) if threads_alone > threads > 0 else None
         self.max_tokens_per_forward = int(params.get("max_tokens_per_forward", "4096"))
         self.max_length_spread = float(params.get("max_length_spread", "1.25"))
         # The libtorch backend's switch, honoured here too: TorchScript's optimizing executor
@@ -43,6 +63,9 @@ class TritonPythonModel:
 
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
         self.model = torch.jit.load(path, map_location="cpu").eval()
+        if params.get("onednn_linear", "false").lower() == "true":
+            swapped = use_onednn_linear(self.model)
+            pb_utils.Logger.log_info(f"{args['model_name']}: {swapped} Linear layers run oneDNN's packed kernel")
         # The first calls of a TorchScript module profile and optimise the graph;
         # pay for them here rather than in the first user's request.
         with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
@@ -50,7 +73,15 @@ class TritonPythonModel:
                 ids = torch.ones((2, length), dtype=torch.int64)
                 self.model(ids, torch.ones_like(ids))
 
-    def execute(self, requests, isolate=True):
+    def finalize(self):
+        if self.cores:
+            self.cores.close()
+
+    def execute(self, requests):
+        with self.cores.busy() if self.cores else contextlib.nullcontext():
+            return self._execute(requests, isolate=True)
+
+    def _execute(self, requests, isolate):
         rows = []  # (request index, token ids without padding)
         responses = [None] * len(requests)
         for index, request in enumerate(requests):
@@ -84,7 +115,7 @@ class TritonPythonModel:
             if responses[index] is not None:
                 continue
             try:
-                responses[index] = self.execute([request], isolate=False)[0]
+                responses[index] = self._execute([request], isolate=False)[0]
             except Exception as error:
                 pb_utils.Logger.log_error(f"emotion_classifier: {error}")
                 message = "INPUT_IDS__0 holds token ids the model cannot read"
@@ -96,7 +127,7 @@ class TritonPythonModel:
         """Logits for each sequence, computed in length-sorted chunks."""
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         logits = [None] * len(sequences)
-        start = 0
+        real_tokens = computed_tokens = start = 0
         while start < len(order):
             # Sorted ascending: the chunk's first row is its shortest, its last its longest.
             shortest = len(sequences[order[start]])
@@ -114,11 +145,110 @@ class TritonPythonModel:
             for row, i in enumerate(chunk):
                 ids[row, : len(sequences[i])] = sequences[i]
                 mask[row, : len(sequences[i])] = 1
+            if self.cores:
+                self.cores.set_threads()
             with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
                 out = self.model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-            self.real_tokens.increment(int(mask.sum()))
-            self.computed_tokens.increment(mask.size)
+            real_tokens += int(mask.sum())
+            computed_tokens += mask.size
             for row, i in enumerate(chunk):
                 logits[i] = out[row]
             start = end
+        # Once per execution, not per chunk: each update is a round trip to the server process.
+        self.real_tokens.increment(real_tokens)
+        self.computed_tokens.increment(computed_tokens)
         return logits
+
+
+class CoreSharing:
+    """Lets a forward pass use more threads while the model's other instances are idle.
+
+    Instances are separate processes: each marks itself busy for a whole execute() in its
+    byte of a small file they all map.
+    """
+
+    def __init__(self, args, config, threads_shared, threads_alone):
+        names = [f"{group['name']}_{i}" for group in config["instance_group"] for i in range(int(group["count"]))]
+        self.slot = names.index(args["model_instance_name"])
+        self.threads_shared, self.threads_alone = threads_shared, threads_alone
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        # Named after the server process: the instances of this server, and only those, share it.
+        self.path = os.path.join(folder, f"{args['model_name']}_busy_instances_{os.getppid()}")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < len(names):
+                os.ftruncate(fd, len(names))
+            self.board = mmap.mmap(fd, len(names))
+        finally:
+            os.close(fd)
+        self.board[self.slot] = 0
+
+    @contextlib.contextmanager
+    def busy(self):
+        """Marks this instance busy for a whole execute()."""
+        self.board[self.slot] = 1
+        try:
+            yield
+        finally:
+            self.board[self.slot] = 0
+
+    def set_threads(self):
+        """Before each forward pass. Two instances that mark themselves busy together both see the other busy."""
+        alone = not any(self.board[: self.slot] + self.board[self.slot + 1 :])
+        threads = self.threads_alone if alone else self.threads_shared
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+    def close(self):
+        self.board.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass  # another instance removed it first
+
+
+LINEAR = """
+graph(%x, %weight, %bias):
+  %out = aten::linear(%x, %weight, %bias)
+  return (%out)"""
+ONEDNN_LINEAR = """
+graph(%x, %weight, %bias):
+  %batch_size : NoneType = prim::Constant()
+  %packed = mkldnn::_reorder_linear_weight(%weight, %batch_size)
+  %no_activation : str = prim::Constant[value="none"]()
+  %scalars : Scalar?[] = prim::ListConstruct()
+  %algorithm : str = prim::Constant[value=""]()
+  %out = mkldnn::_linear_pointwise(%x, %packed, %bias, %no_activation, %scalars, %algorithm)
+  return (%out)"""
+
+
+def use_onednn_linear(module) -> int:
+    """Rewrites a frozen TorchScript module in memory: every aten::linear runs oneDNN's kernel.
+
+    A weight that is a graph constant (all of them, in a frozen module) is packed into
+    oneDNN's layout once, here, and read from a module attribute; packing it on every
+    call would cost more than the kernel saves. Measured on 2 Zen 4 cores, one text of
+    19 tokens: 7.4 -> 4.5 ms with 2 threads, 11.5 -> 8.3 ms with 1. Returns how many
+    Linear layers now run oneDNN.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return 0
+    graph = module.graph
+    torch._C._jit_pass_inline(graph)
+    torch._C._jit_pass_custom_pattern_based_rewrite_graph(LINEAR, ONEDNN_LINEAR, graph)
+    module_self = next(graph.inputs())
+    for index, reorder in enumerate(graph.findAllNodes("mkldnn::_reorder_linear_weight")):
+        weight = next(reorder.inputs())
+        if weight.node().kind() != "prim::Constant":
+            continue  # not frozen: packed per call, still correct
+        name = f"onednn_packed_weight_{index}"
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.toIValue(), None)
+        module._c._register_attribute(name, torch._C.TensorType.get(), packed)
+        read = graph.create("prim::GetAttr", [module_self])
+        read.s_("name", name)
+        read.output().setType(torch._C.TensorType.get())
+        read.insertBefore(reorder)
+        reorder.output().replaceAllUsesWith(read.output())
+        reorder.destroy()
+    torch._C._jit_pass_dce(graph)
+    return len(graph.findAllNodes("mkldnn::_linear_pointwise"))
