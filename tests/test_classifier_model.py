@@ -13,7 +13,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble
+from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parameter
 from emotion_triton.server import pytriton_dir
 
 CLASSIFIER_PY = DEFAULT_REPOSITORY / "emotion_classifier" / "1" / "model.py"
@@ -106,7 +106,7 @@ def test_a_lone_instance_runs_on_more_threads_than_a_crowded_one(classifier_modu
 def test_local_config_names_the_speed_ups():
     ensemble = Ensemble.read()
     config = ensemble.config(ensemble.classifier, "local")
-    params = {key: value.string_value for key, value in config.parameters.items()}
-    assert params["onednn_linear"] in ("true", "false")
-    assert int(params["intra_op_threads"]) >= 1
-    assert int(params["intra_op_threads_alone"]) in (0, *range(int(params["intra_op_threads"]) + 1, 65))
+    threads = int(parameter(config, "intra_op_threads"))
+    assert parameter(config, "onednn_linear") in ("true", "false")
+    assert threads >= 1
+    assert int(parameter(config, "intra_op_threads_alone")) in (0, *range(threads + 1, 65))

@@ -181,7 +181,7 @@ class CoreSharing:
             self.board = mmap.mmap(fd, len(names))
         finally:
             os.close(fd)
-        self.board[self.slot] = 0
+        self.board[self.slot] = 0  # a restarted instance clears the mark of the one it replaces
 
     @contextlib.contextmanager
     def busy(self):
