@@ -84,19 +84,23 @@ def test_a_lone_instance_runs_on_more_threads_than_a_crowded_one(classifier_modu
     first, second = core_sharing(classifier_module, 0), core_sharing(classifier_module, 1)
     try:
         assert first.path == second.path and os.path.exists(first.path)
-        with first.busy():
+        with first.busy(spread=True):
             first.set_threads()
             assert torch.get_num_threads() == 2  # the other instance is idle
-            with second.busy():
+            with second.busy(spread=True):
                 second.set_threads()
                 assert torch.get_num_threads() == 1  # the first one is executing
                 first.set_threads()
                 assert torch.get_num_threads() == 1  # its next forward pass shares the cores too
             first.set_threads()
             assert torch.get_num_threads() == 2
-        with second.busy():
+        with second.busy(spread=True):
             second.set_threads()
             assert torch.get_num_threads() == 2
+        # A dynamic batch of several requests means a queue: the other instance is about to start.
+        with first.busy(spread=False):
+            first.set_threads()
+            assert torch.get_num_threads() == 1
     finally:
         first.close()
         second.close()

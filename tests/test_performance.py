@@ -2,12 +2,13 @@
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from emotion_triton import build as build_module
-from emotion_triton.benchmark import BenchOptions, run
+from emotion_triton.benchmark import BenchOptions, model_table, run
 from emotion_triton.build import BuildOptions, QuantizationRefused, build
 from emotion_triton.client import EmotionClient
 from emotion_triton.loadgen import closed_loop
@@ -121,3 +122,20 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
         assert written["summary"][key] > 0, key
     assert "| triton-fp32 |" in (tmp_path / "bench" / "results.md").read_text()
     assert (tmp_path / "bench" / "throughput_latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_model_table_measures_every_checkpoint_through_the_server(tmp_path, built_repository, small_data):
+    checkpoints = [built_repository(family)[1] for family in ("distilbert", "bert")]
+    assert checkpoints[0].name == checkpoints[1].name  # both "checkpoint": their repositories must not collide
+    options = BenchOptions(checkpoint=Path(), data=str(small_data / "validation.txt"), results=tmp_path, seconds=0.5)
+    rows = model_table(checkpoints, options)
+    assert [row["model"] for row in rows] == [str(c) for c in checkpoints]
+    for row in rows:
+        assert 0 <= row["f1_weighted"] <= 1 and 0 <= row["accuracy"] <= 1
+        assert row["served_texts_per_second"] > 0 and row["concurrency"] in (8, 16)
+    assert [json.loads((tmp_path / "models.json").read_text())[i]["model"] for i in (0, 1)] == [
+        str(c) for c in checkpoints
+    ]
+    table = (tmp_path / "models.md").read_text()
+    assert all(f"| {c} | {row['accuracy']:.2%} |" in table for c, row in zip(checkpoints, rows, strict=True))
+    assert (tmp_path / "repo-model1").is_dir() and (tmp_path / "repo-model2").is_dir()

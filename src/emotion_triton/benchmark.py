@@ -344,8 +344,9 @@ def model_table(checkpoints: list[Path], options: BenchOptions) -> list[dict]:
 
     texts = data_module.load(options.data).splits["validation"].texts
     rows = []
-    for checkpoint in checkpoints:
-        repository = export_repository(checkpoint, options.data, options.results / f"repo-{checkpoint.name}", "none")
+    for index, checkpoint in enumerate(checkpoints, 1):
+        # Numbered: checkpoints are often folders of the same name ("checkpoint") in different runs.
+        repository = export_repository(checkpoint, options.data, options.results / f"repo-model{index}", "none")
         server = serve_repository(repository, options.results)
         try:
             report = evaluate(EvaluationOptions(source=options.data, url=server.grpc_url, concurrency=4))

@@ -28,9 +28,13 @@ import triton_python_backend_utils as pb_utils
 # one client: 14.6-14.8 ms with the default, 9.3-9.9 ms with 3000.
 os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 # oneDNN (onednn_linear) compiles and caches a kernel per input shape, and every batch of
-# texts is a new shape. Its default cache of 1024 kernels grew a process by 500 MiB and
-# more over 2400 random shapes; 32 kept it flat at +210 MiB over stock PyTorch, 2% slower.
+# texts is a new shape. Two caches hold them, oneDNN's own and that of ideep, PyTorch's
+# wrapper around it (LRU_CACHE_CAPACITY), both 1024 entries by default. Measured, a 40 s
+# soak of the real model: with only oneDNN's capped at 32 each instance grew 1.5 MiB/s
+# (+34 MiB from the first half to the second); with both capped it stayed flat (+6 MiB
+# for the whole server, noise) at the same texts/s.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "32")
 import torch  # noqa: E402
 
 
@@ -78,7 +82,9 @@ class TritonPythonModel:
             self.cores.close()
 
     def execute(self, requests):
-        with self.cores.busy() if self.cores else contextlib.nullcontext():
+        # One request in a dynamic batch means the queue held nothing else: spreading it over
+        # idle cores costs no other request anything.
+        with self.cores.busy(spread=len(requests) == 1) if self.cores else contextlib.nullcontext():
             return self._execute(requests, isolate=True)
 
     def _execute(self, requests, isolate):
@@ -182,19 +188,22 @@ class CoreSharing:
         finally:
             os.close(fd)
         self.board[self.slot] = 0  # a restarted instance clears the mark of the one it replaces
+        self.spread = False
 
     @contextlib.contextmanager
-    def busy(self):
-        """Marks this instance busy for a whole execute()."""
+    def busy(self, spread: bool):
+        """Marks this instance busy for a whole execute(); `spread`: it may use idle cores."""
         self.board[self.slot] = 1
+        self.spread = spread
         try:
             yield
         finally:
             self.board[self.slot] = 0
+            self.spread = False
 
     def set_threads(self):
         """Before each forward pass. Two instances that mark themselves busy together both see the other busy."""
-        alone = not any(self.board[: self.slot] + self.board[self.slot + 1 :])
+        alone = self.spread and not any(self.board[: self.slot] + self.board[self.slot + 1 :])
         threads = self.threads_alone if alone else self.threads_shared
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
