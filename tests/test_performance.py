@@ -91,6 +91,24 @@ def test_closed_loop_counts_every_request_and_error():
     assert result.p50_ms <= result.p95_ms <= result.p99_ms
 
 
+def test_closed_loop_measures_a_saturated_server_at_its_rate():
+    """Requests that take as long as the window still give the server's true rate."""
+    service_seconds, done = 0.01, []
+    server = asyncio.Lock()  # one request at a time: the rate is 1 / service_seconds at most
+
+    async def send(texts):
+        async with server:
+            await asyncio.sleep(service_seconds)
+            done.append(asyncio.get_running_loop().time())
+
+    # 30 clients: each request waits about 0.3 s, as long as the window.
+    result = asyncio.run(closed_loop(send, ["text"], concurrency=30, batch_size=1, seconds=0.4, warmup=0.35))
+    served_rate = (len(done) - 1) / (done[-1] - done[0])  # what the fake server did, start to end
+    assert result.p50_ms > 200
+    # Counting requests by start and dividing by the window plus the drain gave 0.57x here.
+    assert 0.8 * served_rate < result.requests_per_second < 1.2 * served_rate
+
+
 def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, small_data):
     _, checkpoint = built_repository("distilbert")
     options = BenchOptions(
@@ -125,13 +143,18 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
 
 
 def test_model_table_measures_every_checkpoint_through_the_server(tmp_path, built_repository, small_data):
-    checkpoints = [built_repository(family)[1] for family in ("distilbert", "bert")]
+    built = [built_repository(family) for family in ("distilbert", "bert")]
+    checkpoints = [checkpoint for _, checkpoint in built]
     assert checkpoints[0].name == checkpoints[1].name  # both "checkpoint": their repositories must not collide
     options = BenchOptions(checkpoint=Path(), data=str(small_data / "validation.txt"), results=tmp_path, seconds=0.5)
     rows = model_table(checkpoints, options)
     assert [row["model"] for row in rows] == [str(c) for c in checkpoints]
-    for row in rows:
-        assert 0 <= row["f1_weighted"] <= 1 and 0 <= row["accuracy"] <= 1
+    for (repository, _), row in zip(built, rows, strict=True):
+        # The build evaluated the same checkpoint in-process on the same validation texts.
+        offline = json.loads((repository / "emotion_classifier" / "1" / "build_report.json").read_text())["validation"]
+        one_text = 1.5 / offline["samples"]  # a near-tie of a tiny random model may flip one answer
+        assert row["accuracy"] == pytest.approx(offline["accuracy"], abs=one_text)
+        assert row["f1_weighted"] == pytest.approx(offline["f1_weighted"], abs=0.02)
         assert row["served_texts_per_second"] > 0 and row["concurrency"] in (8, 16)
     assert [json.loads((tmp_path / "models.json").read_text())[i]["model"] for i in (0, 1)] == [
         str(c) for c in checkpoints
