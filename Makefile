@@ -6,10 +6,19 @@ STAMP := $(VENV)/.installed
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+# The classifier variant of the local server: libtorch (the production config on Triton's PyTorch
+# backend, CPU instances) or python (the same model.pt in a Python-backend model).
+CLASSIFIER ?= libtorch
 
-.PHONY: setup serve test lint build-offline bench clean
+.PHONY: setup serve test lint build-offline bench clean pytorch-backend
 
-setup: $(STAMP)
+setup: $(STAMP) pytorch-backend
+
+# Triton's PyTorch backend for the CPU, built once against the pinned torch (cached in .venv/ until
+# torch or the sources change). A failed build is a warning: the Python-backend classifier still works.
+pytorch-backend: $(STAMP)
+	@bash build/system-packages.sh $(BIN)/python
+	@$(BIN)/python -m emotion_triton.pytorch_backend || true
 
 $(STAMP): requirements.lock pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 serve: setup
-	$(BIN)/python -m emotion_triton.server --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(BIN)/python -m emotion_triton.server --classifier $(CLASSIFIER) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 lint: setup
 	$(BIN)/ruff check .

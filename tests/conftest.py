@@ -8,12 +8,14 @@ import pytest
 
 from emotion_triton.build import BuildOptions, build
 from emotion_triton.data import read_file
-from emotion_triton.repository import copy_sources
-from emotion_triton.server import LocalServer, ServerOptions, free_port
+from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
+from emotion_triton.server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions, free_port
 from emotion_triton.training import TrainingArguments
 
 from .tiny_models import make_tiny_base
 
+# Every classifier variant a CPU host serves: the production libtorch config and the Python backend.
+CLASSIFIERS = tuple(CLASSIFIER_CONFIGS)
 EMOTION_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion"
 
 
@@ -97,14 +99,16 @@ def start_server(repository: Path, tmp_path: Path, **kwargs) -> LocalServer:
 
 @pytest.fixture(scope="session")
 def served(built_repository, tmp_path_factory):
-    """serve(family) -> a running LocalServer of that family's tiny model (one per family per session)."""
+    """serve(family, classifier) -> a running LocalServer of that family's tiny model with that
+    classifier variant (one per family and variant per session)."""
     servers = {}
 
-    def serve(family: str) -> LocalServer:
-        if family not in servers:
+    def serve(family: str, classifier: str = DEFAULT_CLASSIFIER) -> LocalServer:
+        if (family, classifier) not in servers:
             repository, _ = built_repository(family)
-            servers[family] = start_server(repository, tmp_path_factory.mktemp(f"server-{family}"))
-        return servers[family]
+            folder = tmp_path_factory.mktemp(f"server-{family}-{classifier}")
+            servers[family, classifier] = start_server(repository, folder, classifier=classifier)
+        return servers[family, classifier]
 
     yield serve
     for server in servers.values():

@@ -1,8 +1,8 @@
-"""The CPU classifier's own speed-ups, tested in-process on real exported TorchScript files.
+"""The exported classifier graph and the CPU classifier's speed-ups, in-process on real TorchScript files.
 
 Every serving test runs them inside a real tritonserver too; these tests check what a
-server hides: that the oneDNN rewrite changes the kernels and not the logits, and how
-the instances share the cores.
+server hides: how the graph cuts a ragged batch into chunks, that the oneDNN rewrite
+changes the kernels and not the logits, and how the instances share the cores.
 """
 
 import importlib.util
@@ -13,6 +13,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from emotion_triton.export import LogitsOnly, RaggedClassifier, ragged_batch
 from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parameter
 from emotion_triton.server import pytriton_dir
 
@@ -36,13 +37,62 @@ def classifier_module(monkeypatch):
     torch.set_num_threads(threads)
 
 
-def mixed_batch(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, vocab_size, (4, 23), generator=generator)
+def request(vocab_size: int, lengths: list[int], seed: int = 0) -> dict:
+    """One tokenized request: rows of these real lengths, padded to the longest."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (len(lengths), max(lengths)), generator=generator)
     mask = torch.ones_like(ids)
-    for row, length in enumerate((23, 9, 2, 16)):
+    for row, length in enumerate(lengths):
         mask[row, length:] = 0
-    return ids, mask
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class CountingClassifier(torch.nn.Module):
+    """Stands in for the traced model: logits that are the row's token count, so chunks are visible."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return attention_mask.sum(1, keepdim=True).float().repeat(1, 3)
+
+
+@pytest.mark.parametrize(
+    ("chunking", "computed"),
+    [
+        ({}, [4, 4, 4, 41, 41, 120]),  # CPU: chunks of similar length (x1.25 or +8 tokens)
+        ({"max_tokens_per_forward": 64}, [4, 4, 4, 40, 41, 120]),  # a chunk never exceeds 64 padded tokens ...
+        ({"max_tokens_per_forward": 6}, [3, 4, 4, 40, 41, 120]),  # ... unless it is one row
+        ({"max_length_spread": float("inf"), "max_tokens_per_forward": 1 << 40}, [120] * 6),  # the GPU's one chunk
+    ],
+)
+def test_the_graph_cuts_a_ragged_batch_into_chunks_of_similar_length(chunking, computed):
+    graph = torch.jit.script(RaggedClassifier(CountingClassifier(), num_labels=3, pad_token_id=0, **chunking))
+    requests = [request(100, [40, 3]), request(100, [120]), request(100, [4, 41, 4], seed=1)]
+    logits, token_counts = graph(*ragged_batch(requests))
+    real = [40, 3, 120, 4, 41, 4]  # in request order, whatever the chunks
+    assert logits[:, 0].tolist() == real
+    assert token_counts[:, 0].tolist() == real
+    assert sorted(token_counts[:, 1].tolist()) == computed
+
+
+def test_the_graph_refuses_rows_that_do_not_add_up():
+    graph = torch.jit.script(RaggedClassifier(CountingClassifier(), num_labels=3, pad_token_id=0))
+    ids, mask, widths = ragged_batch([request(100, [5, 3])])
+    with pytest.raises(Exception, match="describe different rows"):
+        graph(ids, mask[:-1], widths)
+
+
+@pytest.mark.parametrize("family", ["distilbert", "roberta"])
+def test_the_exported_graph_equals_the_eager_model_row_by_row(built_repository, family):
+    repository, checkpoint = built_repository(family)
+    from transformers import AutoModelForSequenceClassification
+
+    eager = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    graph = torch.jit.load(str(Ensemble.read(repository).model_file)).eval()
+    vocab = Tokenizer.from_file(str(Ensemble.read(repository).tokenizer_file)).get_vocab_size()
+    requests = [request(vocab, [23, 9, 2, 16]), request(vocab, [60], seed=1), request(vocab, [7, 7], seed=2)]
+    with torch.inference_mode():
+        logits, _ = graph(*ragged_batch(requests))
+        expected = torch.cat([LogitsOnly(eager)(r["input_ids"], r["attention_mask"]) for r in requests])
+    assert torch.allclose(logits, expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("family", ["distilbert", "bert", "albert"])
@@ -55,10 +105,12 @@ def test_onednn_linear_changes_the_kernels_not_the_logits(classifier_module, bui
     assert classifier_module.use_onednn_linear(rewritten) == linears > 0
     assert not rewritten.graph.findAllNodes("aten::linear")
     assert not rewritten.graph.findAllNodes("mkldnn::_reorder_linear_weight"), "weights are packed once, at load"
-    ids, mask = mixed_batch(Tokenizer.from_file(str(Ensemble.read(repository).tokenizer_file)).get_vocab_size())
+    vocab = Tokenizer.from_file(str(Ensemble.read(repository).tokenizer_file)).get_vocab_size()
+    mixed = request(vocab, [23, 9, 2, 16])
+    lone = {name: tensor[2:3, :2] for name, tensor in mixed.items()}  # one short text: another kernel shape
     with torch.inference_mode(), torch.jit.optimized_execution(False):
-        expected, got = exported(ids, mask), rewritten(ids, mask)
-        alone = rewritten(ids[2:3, :2], mask[2:3, :2])  # a batch of one short text, another kernel shape
+        (expected, _), (got, _) = exported(*ragged_batch([mixed])), rewritten(*ragged_batch([mixed]))
+        alone, _ = rewritten(*ragged_batch([lone]))
     assert torch.allclose(got, expected, atol=1e-4)
     assert torch.equal(got.argmax(1), expected.argmax(1))
     assert torch.allclose(alone, expected[2:3], atol=1e-4)
@@ -107,9 +159,9 @@ def test_a_lone_instance_runs_on_more_threads_than_a_crowded_one(classifier_modu
     assert not os.path.exists(first.path)
 
 
-def test_local_config_names_the_speed_ups():
+def test_python_config_names_the_speed_ups():
     ensemble = Ensemble.read()
-    config = ensemble.config(ensemble.classifier, "local")
+    config = ensemble.config(ensemble.classifier, "python")
     threads = int(parameter(config, "intra_op_threads"))
     assert parameter(config, "onednn_linear") in ("true", "false")
     assert threads >= 1

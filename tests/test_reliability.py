@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -31,8 +32,9 @@ from tritonclient.utils import InferenceServerException
 
 from emotion_triton import soak
 from emotion_triton.client import ClientError, EmotionClient
+from emotion_triton.export import trace
 from emotion_triton.modeling import predict_logits, softmax
-from emotion_triton.repository import Ensemble, set_parameter
+from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble
 from emotion_triton.server import (
     SHM_DIR,
     SHM_PREFIX,
@@ -43,7 +45,7 @@ from emotion_triton.server import (
     triton_metrics,
 )
 
-from .conftest import start_server
+from .conftest import CLASSIFIERS, start_server
 
 FAMILY = "distilbert"
 KNOWN_TEXTS = [
@@ -156,20 +158,29 @@ def metric(metrics_url: str, name: str, model: str) -> float:
     return sum(v for (n, m), v in triton_metrics(metrics_url).items() if n == name and re.fullmatch(model, m))
 
 
-def variant(source: Path, target: Path, classifier: dict | None = None, queue_size=None, timeout_us=None) -> Path:
-    """A copy of a built repository with other classifier parameters (configs/local.pbtxt), another
-    classifier queue size, or another default queue timeout in all three steps."""
+def variant(
+    source: Path,
+    target: Path,
+    checkpoint: Path | None = None,
+    max_tokens_per_forward: int | None = None,
+    queue_size=None,
+    timeout_us=None,
+) -> Path:
+    """A copy of a built repository whose model.pt runs rows a few at a time (re-exported from
+    `checkpoint` with a small `max_tokens_per_forward`: slow on either classifier variant), with
+    another classifier queue size, or another default queue timeout in all three steps."""
     shutil.copytree(source, target)
-    local = target / "emotion_classifier" / "configs" / "local.pbtxt"
-    for key, value in (classifier or {}).items():
-        set_parameter(local, key, value)
-    if queue_size is not None:
-        local.write_text(re.sub(r"max_queue_size: \d+", f"max_queue_size: {queue_size}", local.read_text()))
-    for config in (
-        local,
-        target / "emotion_tokenizer" / "config.pbtxt",
-        target / "emotion_postprocess" / "config.pbtxt",
-    ):
+    ensemble = Ensemble.read(target)
+    if max_tokens_per_forward is not None:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        slow = trace(model, tokenizer, KNOWN_TEXTS, ensemble.max_length, max_tokens_per_forward=max_tokens_per_forward)
+        torch.jit.save(slow, ensemble.model_file)
+    classifiers = [ensemble.config_path(ensemble.classifier, name) for name in (None, *CLASSIFIER_CONFIGS.values())]
+    for config in classifiers:
+        if queue_size is not None:
+            config.write_text(re.sub(r"max_queue_size: \d+", f"max_queue_size: {queue_size}", config.read_text()))
+    for config in (*classifiers, ensemble.config_path(ensemble.tokenizer), ensemble.config_path(ensemble.postprocess)):
         if timeout_us is not None:
             text = re.sub(
                 r"default_timeout_microseconds: \d+", f"default_timeout_microseconds: {timeout_us}", config.read_text()
@@ -264,9 +275,10 @@ BAD_TEXTS = {
 }
 
 
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_bad_texts_are_refused_with_a_clear_invalid_argument(served, known, protocol):
-    server = served(FAMILY)
+def test_bad_texts_are_refused_with_a_clear_invalid_argument(served, known, protocol, classifier):
+    server = served(FAMILY, classifier)
     for name, (bad, expected) in BAD_TEXTS.items():
         batch = [b"i feel great", bad, b"i am scared"]  # the bad text in the middle of a batch
         if protocol == "http":
@@ -302,9 +314,10 @@ def test_a_50_mb_request_is_refused_and_shared_memory_stays_bounded(served, know
     assert_local_server_serving(server, known)
 
 
-def test_bad_requests_among_concurrent_good_ones_fail_alone(served, known):
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
+def test_bad_requests_among_concurrent_good_ones_fail_alone(served, known, classifier):
     """Bad requests land in the same dynamic batches as good ones; only they fail."""
-    server = served(FAMILY)
+    server = served(FAMILY, classifier)
     labels = Ensemble.read(server.options.repository).labels
     good_texts = KNOWN_TEXTS[:4]
     bad_requests = [
@@ -482,18 +495,20 @@ def test_restricted_apis_are_refused_without_the_admin_key(served, known):
 # -- overload --------------------------------------------------------------------------------------
 
 
-def test_overload_is_refused_fast_and_the_answered_latency_stays_bounded(built_repository, known, tmp_path):
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
+def test_overload_is_refused_fast_and_the_answered_latency_stays_bounded(built_repository, known, tmp_path, classifier):
     """A classifier with a queue of 4 requests and a 1 s queue timeout, flooded by 24 clients of 64 texts."""
-    source, _ = built_repository(FAMILY)
+    source, checkpoint = built_repository(FAMILY)
     queue_timeout = 1.0
     repository = variant(
         source,
         tmp_path / "repo",
-        classifier={"max_tokens_per_forward": "64", "intra_op_threads": "1"},  # slow: rows run a few at a time
+        checkpoint,
+        max_tokens_per_forward=64,  # slow: rows run one at a time
         queue_size=4,
         timeout_us=int(queue_timeout * 1e6),
     )
-    server = start_server(repository, tmp_path)
+    server = start_server(repository, tmp_path, classifier=classifier)
     try:
         outcomes, records, retried = [], [], []
         stop_at = time.monotonic() + 6.0
@@ -625,14 +640,14 @@ def test_a_killed_stub_is_detected_and_tritonserver_restarted_until_restarts_run
         )
         regions |= serve.shm_regions()
 
-        # The classifier's stub dies too: the one restart allowed is used up, so the server gives up.
+        # The postprocess stub dies too: the one restart allowed is used up, so the server gives up.
         killed = time.monotonic()
-        serve.stubs()["emotion_classifier"].kill()
+        serve.stubs()["emotion_postprocess"].kill()
         code = serve.process.wait(60)
         output = serve.rest_of_output()
         assert code == 1, output
-        assert "error: the ensemble stopped answering" in output and "emotion_classifier_0_" in output, output
-        print(f"killed classifier stub: exit code {code} after {time.monotonic() - killed:.1f} s")
+        assert "error: the ensemble stopped answering" in output and "emotion_postprocess_0_" in output, output
+        print(f"killed postprocess stub: exit code {code} after {time.monotonic() - killed:.1f} s")
         assert time.monotonic() - killed < 20
         # Nothing is left behind: no process, no port, no shared memory of the killed stubs.
         assert not [process for process in serve.seen.values() if running(process)]
@@ -652,11 +667,12 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_exits_in_time(built_
     requests in flight are done (Triton 2.51 would otherwise refuse their next ensemble step). Then
     new requests are refused (gRPC NOT_FOUND, then UNAVAILABLE) and it exits.
     """
-    source, _ = built_repository(FAMILY)
+    source, checkpoint = built_repository(FAMILY)
     repository = variant(
         source,
         tmp_path / "repo",
-        classifier={"max_tokens_per_forward": "128", "intra_op_threads": "1"},
+        checkpoint,
+        max_tokens_per_forward=128,
         timeout_us=30_000_000,  # the queue timeout is not what this test is about
     )
     exit_timeout = 20

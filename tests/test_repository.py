@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from emotion_triton.repository import DEFAULT_REPOSITORY, LOCAL_CONFIG_NAME, Ensemble, parse_config, set_parameter
+from emotion_triton.repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY, Ensemble, parse_config, set_parameter
 
 # Besides Python's standard library: what Triton's Python (the container's too) has.
 ALLOWED_IMPORTS = {"numpy", "torch", "tokenizers", "triton_python_backend_utils"}
@@ -43,7 +43,7 @@ def test_ensemble_steps_wire_existing_tensors():
     config = ensemble.config(ensemble.name)
     produced = {i.name for i in config.input}
     for step in config.ensemble_scheduling.step:
-        for variant in (None, LOCAL_CONFIG_NAME):
+        for variant in (None, *CLASSIFIER_CONFIGS.values()):
             path = ensemble.config_path(step.model_name, variant)
             if not path.exists():
                 continue
@@ -56,25 +56,51 @@ def test_ensemble_steps_wire_existing_tensors():
     assert {o.name for o in config.output} <= produced
 
 
-def test_classifier_has_production_and_local_configs_with_identical_io():
+def declared(tensors):
+    return [(t.name, t.data_type, list(t.dims), getattr(t, "allow_ragged_batch", False)) for t in tensors]
+
+
+def test_production_classifier_takes_ragged_batches_on_the_libtorch_backend():
     ensemble = Ensemble.read()
     production = ensemble.config(ensemble.classifier)
-    local = ensemble.config(ensemble.classifier, LOCAL_CONFIG_NAME)
     assert production.platform == "pytorch_libtorch"
     assert production.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
-    assert production.HasField("dynamic_batching") and local.HasField("dynamic_batching")
-    assert local.backend == "python"
+    assert production.HasField("dynamic_batching")
+    # Requests of every length batch together; the graph gets each row's width to cut them apart.
+    assert all(t.allow_ragged_batch for t in production.input)
+    (widths,) = production.batch_input
+    assert widths.kind == model_config_pb2.BatchInput.BATCH_ITEM_SHAPE
+    assert list(widths.source_input) == [production.input[0].name]
+    # libtorch maps tensors to forward() arguments by their __<index> suffix, batch inputs after inputs
+    names = [i.name for i in production.input] + list(widths.target_name)
+    assert [name.rsplit("__", 1)[1] for name in names] == ["0", "1", "2"]
+    assert [o.name.rsplit("__", 1)[1] for o in production.output] == ["0", "1"]
 
-    def declared(tensors):
-        return [(t.name, t.data_type, list(t.dims)) for t in tensors]
 
-    # identical contract; only the Python variant may take ragged batches (it re-batches rows itself)
-    assert declared(production.input) == declared(local.input)
-    assert declared(production.output) == declared(local.output)
-    assert not any(t.allow_ragged_batch for t in production.input)
-    assert production.max_batch_size == local.max_batch_size
-    # libtorch maps tensors to forward() arguments by their __<index> suffix
-    assert [i.name.rsplit("__", 1)[1] for i in production.input] == ["0", "1"]
+def test_the_cpu_config_is_the_production_config_on_cpu_instances():
+    """What `make serve` and the CPU container run is what the GPU runs: only the device and threads differ."""
+    ensemble = Ensemble.read()
+    production = ensemble.config(ensemble.classifier)
+    cpu = ensemble.config(ensemble.classifier, CLASSIFIER_CONFIGS["libtorch"])
+    assert [g.kind for g in cpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    threads = {"INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"}
+    assert threads <= set(cpu.parameters)
+    for config in (production, cpu):
+        del config.instance_group[:]
+        for key in threads:
+            config.parameters.pop(key, None)
+    assert cpu == production
+
+
+def test_the_python_variant_declares_the_production_contract():
+    ensemble = Ensemble.read()
+    production = ensemble.config(ensemble.classifier)
+    python = ensemble.config(ensemble.classifier, CLASSIFIER_CONFIGS["python"])
+    assert python.backend == "python" and python.HasField("dynamic_batching")
+    assert declared(production.input) == declared(python.input)
+    assert declared(production.output) == declared(python.output)
+    assert production.max_batch_size == python.max_batch_size
+    assert not python.batch_input  # model.py builds ROW_WIDTHS__2 from the requests itself
 
 
 def test_every_batching_model_has_a_bounded_queue():

@@ -14,6 +14,7 @@ from emotion_triton.client import ClientError, EmotionClient
 from emotion_triton.modeling import predict_logits, softmax
 from emotion_triton.repository import Ensemble
 
+from .conftest import CLASSIFIERS
 from .tiny_models import FAMILIES
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -29,10 +30,13 @@ def mixed_texts(validation_texts, count=40):
     return texts
 
 
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_served_scores_equal_the_eager_models_softmax(family, protocol, served, built_repository, validation_texts):
-    server = served(family)
+def test_served_scores_equal_the_eager_models_softmax(
+    family, protocol, classifier, served, built_repository, validation_texts
+):
+    server = served(family, classifier)
     _, checkpoint = built_repository(family)
     texts = mixed_texts(validation_texts)
     url = server.grpc_url if protocol == "grpc" else server.http_url

@@ -1,8 +1,9 @@
 """Exporting a fine-tuned classifier into the model repository, checked before it is installed.
 
-The TorchScript file must match the eager model (same argmax, max |logit
-difference| < 1e-4) on real texts at several batch sizes and lengths, with and
-without padding; otherwise nothing is written. Installation replaces files
+The exported file is the traced model inside a scripted wrapper that takes Triton's
+ragged batches (RaggedClassifier). It must match the eager model (same argmax, max
+|logit difference| < 1e-4) on real texts in dynamic batches of several requests,
+lengths and paddings; otherwise nothing is written. Installation replaces files
 atomically, so a failed build never leaves a half-written model behind.
 """
 
@@ -15,12 +16,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .repository import Ensemble, set_parameter
 
 LOGIT_TOLERANCE = 1e-4
+# Dynamic int8 quantizes the activations of a forward pass with one scale for the whole chunk, so an
+# int8 text's logits move a little with its chunk-mates: exact alone, within this in mixed batches.
+INT8_MIXED_BATCH_TOLERANCE = 0.05
 
 
 class ExportCheckError(RuntimeError):
@@ -28,7 +31,7 @@ class ExportCheckError(RuntimeError):
 
 
 class LogitsOnly(torch.nn.Module):
-    """forward(input_ids, attention_mask) -> logits: the signature of the classifier's config.
+    """forward(input_ids, attention_mask) -> logits of a padded [rows, width] batch.
 
     The mask is handed to the model already expanded to 4-D (0 = attend, float min =
     padding). Given a 2-D mask, transformers moves it to `inputs_embeds.device`, which
@@ -45,13 +48,104 @@ class LogitsOnly(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=additive).logits
 
 
-def trace(model: torch.nn.Module, tokenizer, example_texts: list[str], max_length: int) -> torch.jit.ScriptModule:
-    wrapper = LogitsOnly(model).eval()
+class RaggedClassifier(torch.nn.Module):
+    """forward(input_ids, attention_mask, row_widths) -> (logits, token_counts): the classifier's config.
+
+    With ragged batching, Triton's libtorch backend hands the graph the [n, width] ids and
+    masks of every request of a dynamic batch flattened and concatenated, and `row_widths`
+    [rows, 1] (BATCH_ITEM_SHAPE). The graph cuts the rows apart, drops their padding, sorts
+    them by length and runs chunks whose longest row is at most `max_length_spread` times
+    (or 8 tokens more than) their shortest and that hold at most `max_tokens_per_forward`
+    padded tokens, so short texts never pay for long ones. On a GPU one padded chunk runs
+    instead: there a forward pass costs its launches more than its padding.
+    `token_counts` is [rows, 2]: each row's real tokens and the tokens computed for it.
+    """
+
+    def __init__(
+        self,
+        classifier: torch.nn.Module,
+        num_labels: int,
+        pad_token_id: int,
+        max_length_spread: float = 1.25,
+        max_tokens_per_forward: int = 4096,
+        cpu_only: bool = False,
+    ):
+        super().__init__()
+        self.classifier = classifier
+        self.num_labels = num_labels
+        self.pad_token_id = pad_token_id
+        self.max_length_spread = max_length_spread
+        self.max_tokens_per_forward = max_tokens_per_forward
+        self.cpu_only = cpu_only
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, row_widths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        device = input_ids.device
+        if self.cpu_only and input_ids.is_cuda:
+            raise RuntimeError(
+                "this model.pt is int8 (dynamic quantization), which runs on CPUs only: "
+                "serve it with configs/cpu.pbtxt (KIND_CPU) or export it without --quantize"
+            )
+        widths = row_widths.reshape(-1).to(torch.int64)
+        flat_ids, flat_mask = input_ids.reshape(-1), attention_mask.reshape(-1)
+        if flat_ids.numel() != flat_mask.numel() or int(widths.sum()) != flat_ids.numel():
+            raise ValueError("INPUT_IDS__0, ATTENTION_MASK__1 and ROW_WIDTHS__2 describe different rows")
+        rows = widths.numel()
+        keep = flat_mask != 0
+        row_of_token = torch.repeat_interleave(torch.arange(rows, device=device), widths)
+        lengths = torch.zeros(rows, dtype=torch.int64, device=device).index_add_(0, row_of_token, keep.long())
+        tokens = flat_ids[keep]  # the real tokens, row after row
+        starts = torch.cumsum(lengths, 0) - lengths
+        order = torch.argsort(lengths, stable=True)
+        sorted_lengths: list[int] = lengths[order].tolist()
+        spread, budget = float(self.max_length_spread), int(self.max_tokens_per_forward)
+        if input_ids.is_cuda:
+            spread, budget = float("inf"), 1 << 62
+        computed = torch.zeros(rows, dtype=torch.int64, device=device)
+        chunks: list[torch.Tensor] = []
+        begin = 0
+        while begin < rows:
+            # Sorted ascending: a chunk's first row is its shortest, its last its longest.
+            widest = max(sorted_lengths[begin] * spread, sorted_lengths[begin] + 8.0)
+            end = begin + 1
+            while end < rows and sorted_lengths[end] <= widest and (end - begin + 1) * sorted_lengths[end] <= budget:
+                end += 1
+            width = max(sorted_lengths[end - 1], 1)
+            members = order[begin:end]
+            positions = torch.arange(width, device=device)
+            real = positions[None, :] < lengths[members][:, None]
+            index = (starts[members][:, None] + positions[None, :]).clamp(0, max(tokens.numel() - 1, 0))
+            ids = torch.where(real, tokens[index], self.pad_token_id) if tokens.numel() else index * 0
+            chunks.append(self.classifier(ids, real.long()))
+            computed[members] = width
+            begin = end
+        logits = torch.zeros((rows, self.num_labels), dtype=torch.float32, device=device)
+        if rows:
+            logits[order] = torch.cat(chunks).to(torch.float32)
+        return logits, torch.stack([lengths, computed], 1)
+
+
+def _is_quantized(model: torch.nn.Module) -> bool:
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+
+
+def trace(
+    model: torch.nn.Module, tokenizer, example_texts: list[str], max_length: int, **chunking
+) -> torch.jit.ScriptModule:
+    """The exported classifier: the traced model inside the scripted ragged-batch wrapper, frozen.
+
+    `chunking`: RaggedClassifier's max_length_spread and max_tokens_per_forward (CPU only).
+    """
+    inner = LogitsOnly(model).eval()
     # Trace with padded rows so the traced graph keeps the attention mask path.
     example = tokenizer(example_texts[:4], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     with torch.inference_mode(False), torch.no_grad():
-        traced = torch.jit.trace(wrapper, (example["input_ids"], example["attention_mask"]), strict=False)
-        frozen = torch.jit.freeze(traced.eval())
+        traced = torch.jit.trace(inner, (example["input_ids"], example["attention_mask"]), strict=False)
+        wrapper = RaggedClassifier(
+            traced, model.config.num_labels, tokenizer.pad_token_id, cpu_only=_is_quantized(model), **chunking
+        )
+        frozen = torch.jit.freeze(torch.jit.script(wrapper.eval()))
     devices = sorted(set(re.findall(r': Device = prim::Constant\[value="([^"]+)"\]', str(frozen.inlined_graph))))
     if devices:
         raise ExportCheckError(
@@ -60,33 +154,81 @@ def trace(model: torch.nn.Module, tokenizer, example_texts: list[str], max_lengt
     return frozen
 
 
+def ragged_batch(requests: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the libtorch backend hands forward() for a dynamic batch of tokenized requests.
+
+    Each request is {"input_ids": [n, width], "attention_mask": [n, width]}; returns the
+    flattened, concatenated ids and masks and the [rows, 1] int32 row widths.
+    """
+    ids = torch.cat([torch.as_tensor(r["input_ids"]).reshape(-1) for r in requests])
+    mask = torch.cat([torch.as_tensor(r["attention_mask"]).reshape(-1) for r in requests])
+    widths = [torch.full((len(r["input_ids"]), 1), len(r["input_ids"][0]), dtype=torch.int32) for r in requests]
+    return ids.long(), mask.long(), torch.cat(widths)
+
+
 def check_against_eager(scripted, model, tokenizer, texts: list[str], max_length: int) -> dict:
-    """Compares the TorchScript module with the eager model; raises ExportCheckError on a mismatch."""
+    """Compares the TorchScript module with the eager model; raises ExportCheckError on a mismatch.
+
+    Each case is a dynamic batch as the libtorch backend builds it: requests of one or more
+    texts, each padded to its own longest text, flattened and concatenated.
+    """
     model.eval()
+    quantized = _is_quantized(model)
     by_length = sorted(texts, key=len)
-    # Shortest, longest and mixed texts; batches of 1 (no padding) up to 16 (much padding).
+    spaced = by_length[:: max(1, len(by_length) // 16)][:16]
+    too_long = by_length[-1] + " " + by_length[-1]  # past max_length: exercises truncation
     cases = [
-        by_length[:1],
-        by_length[-1:],
-        by_length[:3] + by_length[-2:],
-        by_length[:: max(1, len(by_length) // 16)][:16],
+        [by_length[:1]],  # one text, no padding
+        [by_length[-1:]],
+        [[too_long]],
+        [by_length[:3] + by_length[-2:]],  # one request padded to its longest text
+        [[text] for text in spaced],  # single-text requests of every length: several chunks
+        [spaced[:4], [too_long] * 2, spaced[4:5], spaced[-3:]],  # mixed requests, truncation
     ]
-    cases.append([by_length[-1] + " " + by_length[-1]] * 2)  # past max_length: exercises truncation
-    worst, checked = 0.0, 0
+    if quantized:  # every text alone too: the one layout where int8 must match exactly
+        cases += [[[text]] for text in spaced]
+    worst, worst_mixed, checked = 0.0, 0.0, 0
     with torch.no_grad():
-        for batch in cases:
-            enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            eager = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-            got = scripted(enc["input_ids"], enc["attention_mask"])
+        for case in cases:
+            requests = [
+                tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+                for batch in case
+            ]
+            eager = torch.cat(
+                [model(input_ids=r["input_ids"], attention_mask=r["attention_mask"]).logits for r in requests]
+            )
+            got, token_counts = scripted(*ragged_batch(requests))
+            real = torch.cat([r["attention_mask"].sum(1) for r in requests])
             diff = float((got - eager).abs().max())
-            worst = max(worst, diff)
-            checked += len(batch)
-            if diff >= LOGIT_TOLERANCE or not torch.equal(got.argmax(1), eager.argmax(1)):
+            checked += len(real)
+            width = max(int(r["input_ids"].shape[1]) for r in requests)
+            alone = len(real) == 1
+            if quantized and not alone:
+                worst_mixed = max(worst_mixed, diff)
+                wrong = diff >= INT8_MIXED_BATCH_TOLERANCE
+            else:
+                worst = max(worst, diff)
+                wrong = diff >= LOGIT_TOLERANCE or not torch.equal(got.argmax(1), eager.argmax(1))
+            if wrong:
+                limit = INT8_MIXED_BATCH_TOLERANCE if quantized and not alone else LOGIT_TOLERANCE
                 raise ExportCheckError(
-                    f"TorchScript differs from the eager model on a batch of {len(batch)} texts of up to "
-                    f"{enc['input_ids'].shape[1]} tokens: max |logit difference| {diff:.2e} "
-                    f"(limit {LOGIT_TOLERANCE:.0e}); nothing was installed"
+                    f"TorchScript differs from the eager model on a batch of {len(real)} texts in {len(case)} "
+                    f"requests of up to {width} tokens: max |logit difference| {diff:.2e} "
+                    f"(limit {limit:.0e}); nothing was installed"
                 )
+            if not torch.equal(token_counts[:, 0], real) or bool((token_counts[:, 1] < real).any()):
+                raise ExportCheckError(
+                    f"TorchScript counts {token_counts[:, 0].tolist()} real tokens per text instead of "
+                    f"{real.tolist()}; nothing was installed"
+                )
+    if quantized:
+        return {
+            "texts_checked": checked,
+            "max_abs_logit_difference": worst,
+            "tolerance": LOGIT_TOLERANCE,
+            "max_abs_logit_difference_mixed_batches": worst_mixed,
+            "tolerance_mixed_batches": INT8_MIXED_BATCH_TOLERANCE,
+        }
     return {"texts_checked": checked, "max_abs_logit_difference": worst, "tolerance": LOGIT_TOLERANCE}
 
 
@@ -130,11 +272,3 @@ def install(
         set_parameter(ensemble.config_path(ensemble.tokenizer), "max_length", str(max_length))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def output_width(path: Path, vocab_size: int = 100) -> int:
-    """Number of logits the TorchScript file returns for one short text."""
-    model = torch.jit.load(str(path), map_location="cpu")
-    ids = torch.tensor([[min(2, vocab_size - 1)] * 4])
-    with torch.no_grad():
-        return int(np.asarray(model(ids, torch.ones_like(ids))).shape[1])

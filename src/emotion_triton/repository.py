@@ -17,7 +17,12 @@ from tritonclient.grpc import model_config_pb2
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
 DEFAULT_ENSEMBLE = "emotion"
-LOCAL_CONFIG_NAME = "local"  # configs/local.pbtxt: the CPU variant for tritonserver --model-config-name
+# The classifier variants a CPU host serves: variant -> the tritonserver --model-config-name that
+# selects it (emotion_classifier/configs/<name>.pbtxt; the other models keep their config.pbtxt).
+CLASSIFIER_CONFIGS = {
+    "libtorch": "cpu",  # the production config.pbtxt on CPU instances: Triton's PyTorch backend
+    "python": "python",  # the same model.pt inside a Python-backend model
+}
 
 
 # Written by build/build.py; never part of a repository's source (see .gitignore).

@@ -3,7 +3,10 @@
     python -m emotion_triton.server [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
 
 It checks what it needs first (libpython, free ports, a built and loadable
-model), starts tritonserver with the CPU configs (`--model-config-name=local`),
+model, Triton's PyTorch backend), starts tritonserver with the CPU configuration of
+the classifier (`--classifier libtorch`: the production config.pbtxt on CPU
+instances, `--model-config-name=cpu`; `--classifier python`: the same model.pt in
+a Python-backend model, `--model-config-name=python`),
 waits until the ensemble answers a real inference, and then keeps checking
 that it does (an inference canary every `--canary-interval` seconds: Triton
 2.51 keeps reporting "ready" when a Python-backend stub has died).
@@ -38,7 +41,8 @@ from typing import NamedTuple
 
 import psutil
 
-from .repository import DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, LOCAL_CONFIG_NAME, Ensemble
+from .pytorch_backend import BackendBuildError, ensure_backend, torch_dir
+from .repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
 
 PUBLISHED_CHECKPOINT = "bhadresh-savani/distilbert-base-uncased-emotion"
 OFFLINE_BUILD_COMMAND = "python build/build.py --preset minilm-offline"
@@ -49,6 +53,8 @@ OVERLOADED = (429, 503)  # queue full or queue timeout: the server answered, it 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's regions, one per stub
 RESTART_GRACE = 5.0  # seconds a broken tritonserver gets to stop before SIGKILL when it is restarted
+# The classifier variant `make serve` runs: the faster one in `make bench` on 2 cores (docs/performance.md).
+DEFAULT_CLASSIFIER = "libtorch"
 
 
 def common_flags(exit_timeout: int, admin_key: str) -> list[str]:
@@ -85,7 +91,7 @@ class ServerOptions:
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    config_name: str = LOCAL_CONFIG_NAME
+    classifier: str = DEFAULT_CLASSIFIER  # a key of CLASSIFIER_CONFIGS
     exit_timeout: int = 30  # seconds tritonserver gives requests in flight on shutdown
     ready_timeout: float = 180.0
     admin_key: str = field(default_factory=lambda: os.environ.get("TRITON_ADMIN_KEY") or secrets.token_urlsafe(24))
@@ -101,10 +107,14 @@ def pytriton_dir() -> Path:
     return Path(pytriton.__file__).parent / "tritonserver"
 
 
-def backend_directory(cache: Path) -> Path:
-    """A backend folder holding the wheel's Python backend and this Python's stub, as symlinks.
+def backend_directory(cache: Path, pytorch: bool) -> Path:
+    """A backend folder: the wheel's Python backend and this Python's stub, and with `pytorch`
+    Triton's PyTorch backend built for this torch, all as symlinks.
 
     The stub finds its bundled libraries relative to its real path, so copies would not run.
+    The PyTorch backend finds libtritonserver.so next to itself (its RUNPATH is $ORIGIN): the
+    wheel renamed that library, so a link under the original name points at the copy the
+    server has loaded.
     """
     root = pytriton_dir()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -118,11 +128,26 @@ def backend_directory(cache: Path) -> Path:
     for name, source in files.items():
         if not source.exists():
             raise ServerError(f"{source} is missing: nvidia-pytriton has no Python backend for Python {version}")
-        link = target / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(source)
+        _link(target / name, source)
+    if pytorch:
+        try:
+            library = ensure_backend()
+        except BackendBuildError as error:
+            raise ServerError(f"{error}; or serve the Python-backend classifier: --classifier python") from error
+        server_library = next(root.parent.parent.glob("nvidia_pytriton.libs/libtritonserver-*.so"), None)
+        if server_library is None:
+            raise ServerError("nvidia-pytriton ships no libtritonserver: reinstall it with `make setup`")
+        target = cache / "backends" / "pytorch"
+        target.mkdir(parents=True, exist_ok=True)
+        _link(target / "libtriton_pytorch.so", library)
+        _link(target / "libtritonserver.so", server_library)
     return cache / "backends"
+
+
+def _link(link: Path, source: Path) -> None:
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(source)
 
 
 def check_libpython() -> None:
@@ -229,8 +254,8 @@ class LocalServer:
         return [
             str(pytriton_dir() / "bin" / "tritonserver"),
             f"--model-repository={Path(o.repository).resolve()}",
-            f"--model-config-name={o.config_name}",
-            f"--backend-directory={backend_directory(self._workdir)}",
+            f"--model-config-name={CLASSIFIER_CONFIGS[o.classifier]}",
+            f"--backend-directory={backend_directory(self._workdir, pytorch=o.classifier == 'libtorch')}",
             *common_flags(o.exit_timeout, o.admin_key),
             f"--http-address={o.host}",
             f"--http-port={o.http_port}",
@@ -243,6 +268,8 @@ class LocalServer:
         ]
 
     def preflight(self) -> None:
+        if self.options.classifier not in CLASSIFIER_CONFIGS:
+            raise ServerError(f"unknown classifier '{self.options.classifier}': choose {', '.join(CLASSIFIER_CONFIGS)}")
         check_libpython()
         for what, port in (
             ("HTTP", self.options.http_port),
@@ -258,6 +285,8 @@ class LocalServer:
         env = dict(os.environ)
         # The stub finds numpy, torch and tokenizers through the first `python3` on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        # The PyTorch backend links the torch wheel's libtorch.so.
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(torch_dir() / "lib"), env.get("LD_LIBRARY_PATH")]))
         log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the process for its lifetime
         self._terminating = False
         self.process = subprocess.Popen(
@@ -560,6 +589,13 @@ def main(argv: list[str] | None = None) -> int:
     defaults = ServerOptions()
     parser = argparse.ArgumentParser(description="Serve the emotion ensemble with a local tritonserver on the CPU.")
     parser.add_argument("--repository", type=Path, default=defaults.repository)
+    parser.add_argument(
+        "--classifier",
+        choices=sorted(CLASSIFIER_CONFIGS),
+        default=defaults.classifier,
+        help="libtorch: the production config on Triton's PyTorch backend (CPU instances); "
+        "python: the same model.pt in a Python-backend model (default: %(default)s)",
+    )
     parser.add_argument("--host", default=defaults.host, help="address to bind (default: loopback only)")
     parser.add_argument("--http-port", type=int, default=defaults.http_port)
     parser.add_argument("--grpc-port", type=int, default=defaults.grpc_port)
@@ -586,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = ServerOptions(
         repository=args.repository,
+        classifier=args.classifier,
         host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -605,7 +642,10 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         return 130
     try:
-        print(f"serving ensemble '{options.ensemble}' ({', '.join(server.ensemble.labels)})")
+        print(
+            f"serving ensemble '{options.ensemble}' ({', '.join(server.ensemble.labels)}), "
+            f"classifier: {options.classifier} (configs/{CLASSIFIER_CONFIGS[options.classifier]}.pbtxt)"
+        )
         print(f"  HTTP     http://{server.http_url}")
         print(f"  gRPC     {server.grpc_url}")
         print(f"  metrics  {server.metrics_url}")

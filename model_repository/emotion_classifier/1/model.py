@@ -1,15 +1,16 @@
-"""CPU variant of the classifier step (Triton Python backend, configs/local.pbtxt).
+"""The classifier step inside a Python-backend model (configs/python.pbtxt), on the CPU.
 
 Runs the TorchScript file 1/model.pt, the same file the production libtorch
-configuration serves. The Python backend hands execute() every request of a
-dynamic batch without merging them, so this model does the batching itself:
-it strips each row's padding, sorts all rows of all requests by real length
-and runs them in chunks of similar length. Short texts never pay for long
-ones, and a request of many texts costs no more per text than single texts.
+configuration serves, with the same inputs: the Python backend hands execute()
+every request of a dynamic batch separately, so this model flattens and
+concatenates them as the libtorch backend does, and the graph itself cuts the
+rows apart, drops their padding and runs them in chunks of similar length.
 
-With the `onednn_linear` parameter it also swaps the graph's Linear layers for
-oneDNN's kernel with weights packed once at load time; stock PyTorch sends them
-to MKL, which is slow on small batches (and on AMD CPUs).
+What it adds on the CPU: with the `onednn_linear` parameter it swaps the graph's
+Linear layers for oneDNN's kernel with weights packed once at load time (stock
+PyTorch sends them to MKL, which is slow on small batches and on AMD CPUs); with
+`intra_op_threads_alone` a lone request's forward pass uses the idle cores; and a
+request the model cannot read fails alone instead of failing its whole batch.
 """
 
 import contextlib
@@ -47,23 +48,9 @@ class TritonPythonModel:
             torch.set_num_threads(threads)
         threads_alone = int(params.get("intra_op_threads_alone", "0"))
         self.cores = CoreSharing(args, config, threads, threads_alone) if threads_alone > threads > 0 else None
-        self.max_tokens_per_forward = int(params.get("max_tokens_per_forward", "4096"))
-        self.max_length_spread = float(params.get("max_length_spread", "1.25"))
         # The libtorch backend's switch, honoured here too: TorchScript's optimizing executor
-        # re-profiles the graph for every new input shape, and every text length is a new shape.
+        # re-profiles the graph for every new input shape, and every batch is a new shape.
         self.optimized_execution = params.get("DISABLE_OPTIMIZED_EXECUTION", "false").lower() != "true"
-
-        # Padding efficiency (real tokens / computed tokens) on Triton's metrics endpoint.
-        # The families must outlive their metrics, so both are kept.
-        labels = {"model": args["model_name"], "version": args["model_version"]}
-        self.metric_families = [
-            pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
-            for name, description in (
-                ("emotion_classifier_real_tokens_total", "Tokens of the texts classified, without padding"),
-                ("emotion_classifier_computed_tokens_total", "Tokens the model computed, padding included"),
-            )
-        ]
-        self.real_tokens, self.computed_tokens = (family.Metric(labels=labels) for family in self.metric_families)
 
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
         self.model = torch.jit.load(path, map_location="cpu").eval()
@@ -72,10 +59,9 @@ class TritonPythonModel:
             pb_utils.Logger.log_info(f"{args['model_name']}: {swapped} Linear layers run oneDNN's packed kernel")
         # The first calls of a TorchScript module profile and optimise the graph;
         # pay for them here rather than in the first user's request.
-        with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
-            for length in (8, 16):
-                ids = torch.ones((2, length), dtype=torch.int64)
-                self.model(ids, torch.ones_like(ids))
+        for length in (8, 16):
+            ids = np.ones((2, length), dtype=np.int64)
+            self._forward([(ids, np.ones_like(ids))])
 
     def finalize(self):
         if self.cores:
@@ -88,7 +74,7 @@ class TritonPythonModel:
             return self._execute(requests, isolate=True)
 
     def _execute(self, requests, isolate):
-        rows = []  # (request index, token ids without padding)
+        inputs = {}  # request index -> (ids, mask)
         responses = [None] * len(requests)
         for index, request in enumerate(requests):
             ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS__0").as_numpy()
@@ -97,23 +83,40 @@ class TritonPythonModel:
                 message = f"INPUT_IDS__0 {ids.shape} and ATTENTION_MASK__1 {mask.shape} must have one equal 2-D shape"
                 error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
                 responses[index] = pb_utils.InferenceResponse(error=error)
-                continue
-            lengths = mask.sum(axis=1)
-            rows.extend((index, ids[r, : lengths[r]]) for r in range(len(ids)))
-
+            else:
+                inputs[index] = (ids, mask)
+        if not inputs:
+            return responses
         try:
-            logits = self._classify([row_ids for _, row_ids in rows])
+            logits, token_counts = self._forward(list(inputs.values()))
         except Exception:  # a request the model cannot read (token ids out of range): find it
             if not isolate:
                 raise
             return self._one_by_one(requests, responses)
-        per_request = {}
-        for (index, _), row_logits in zip(rows, logits, strict=True):
-            per_request.setdefault(index, []).append(row_logits)
-        for index, parts in per_request.items():
-            tensor = pb_utils.Tensor("LOGITS__0", np.stack(parts))
-            responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
+        start = 0
+        for index, (ids, _) in inputs.items():
+            end = start + len(ids)
+            responses[index] = pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("LOGITS__0", logits[start:end]),
+                    pb_utils.Tensor("TOKEN_COUNTS__1", token_counts[start:end]),
+                ]
+            )
+            start = end
         return responses
+
+    def _forward(self, batch):
+        """The graph's outputs for [(ids, mask), ...], passed as the libtorch backend passes a ragged batch."""
+        ids = torch.from_numpy(np.concatenate([ids.reshape(-1) for ids, _ in batch]))
+        mask = torch.from_numpy(np.concatenate([mask.reshape(-1) for _, mask in batch]))
+        widths = torch.from_numpy(
+            np.concatenate([np.full((len(ids), 1), ids.shape[1], dtype=np.int32) for ids, _ in batch])
+        )
+        if self.cores:
+            self.cores.set_threads()
+        with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
+            logits, token_counts = self.model(ids, mask, widths)
+        return logits.numpy(), token_counts.numpy()
 
     def _one_by_one(self, requests, responses):
         """Runs each remaining request alone, so only a request the model cannot read fails."""
@@ -128,42 +131,6 @@ class TritonPythonModel:
                 error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
                 responses[index] = pb_utils.InferenceResponse(error=error)
         return responses
-
-    def _classify(self, sequences):
-        """Logits for each sequence, computed in length-sorted chunks."""
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        logits = [None] * len(sequences)
-        real_tokens = computed_tokens = start = 0
-        while start < len(order):
-            # Sorted ascending: the chunk's first row is its shortest, its last its longest.
-            shortest = len(sequences[order[start]])
-            widest = max(shortest * self.max_length_spread, shortest + 8)
-            end = start + 1
-            while end < len(order):
-                width = len(sequences[order[end]])
-                if width > widest or (end - start + 1) * width > self.max_tokens_per_forward:
-                    break
-                end += 1
-            chunk = order[start:end]
-            width = len(sequences[chunk[-1]])
-            ids = np.zeros((len(chunk), width), dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                ids[row, : len(sequences[i])] = sequences[i]
-                mask[row, : len(sequences[i])] = 1
-            if self.cores:
-                self.cores.set_threads()
-            with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
-                out = self.model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-            real_tokens += int(mask.sum())
-            computed_tokens += mask.size
-            for row, i in enumerate(chunk):
-                logits[i] = out[row]
-            start = end
-        # Once per execution, not per chunk: each update is a round trip to the server process.
-        self.real_tokens.increment(real_tokens)
-        self.computed_tokens.increment(computed_tokens)
-        return logits
 
 
 class CoreSharing:

@@ -1,7 +1,9 @@
 """Postprocess step of the `emotion` ensemble (Triton Python backend).
 
 Softmax over the logits and the name of the winning class. Label names come
-from this model's `labels` parameter, written by build/build.py.
+from this model's `labels` parameter, written by build/build.py. It also counts the
+classifier's real and computed tokens (TOKEN_COUNTS) into two counters on Triton's
+metrics endpoint: their ratio is the padding efficiency of either classifier variant.
 """
 
 import json
@@ -15,15 +17,33 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         labels = json.loads(config["parameters"]["labels"]["string_value"])
         self.labels = np.array([label.encode("utf-8") for label in labels], dtype=np.object_)
+        # The families must outlive their metrics, so both are kept.
+        metric_labels = {"model": args["model_name"], "version": args["model_version"]}
+        self.metric_families = [
+            pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+            for name, description in (
+                ("emotion_classifier_real_tokens_total", "Tokens of the texts classified, without padding"),
+                ("emotion_classifier_computed_tokens_total", "Tokens the classifier computed, padding included"),
+            )
+        ]
+        self.real_tokens, self.computed_tokens = (
+            family.Metric(labels=metric_labels) for family in self.metric_families
+        )
 
     def execute(self, requests):
         # Never raise from here: the Python backend would fail every request of the
         # dynamic batch. A request with unusable logits gets its own error.
         responses = [None] * len(requests)
         usable = []  # (request index, logits)
+        real_tokens = computed_tokens = 0
         for index, request in enumerate(requests):
             try:
                 logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy()
+                token_counts = pb_utils.get_input_tensor_by_name(request, "TOKEN_COUNTS")
+                if token_counts is not None:
+                    real_tokens, computed_tokens = np.array(
+                        [real_tokens, computed_tokens]
+                    ) + token_counts.as_numpy().sum(0)
                 problem = self._check(logits)
             except Exception as error:  # an unexpected failure: one line for the client, details in the log
                 pb_utils.Logger.log_error(f"emotion_postprocess: {type(error).__name__}: {error}")
@@ -33,6 +53,9 @@ class TritonPythonModel:
                 responses[index] = pb_utils.InferenceResponse(error=error)
             else:
                 usable.append((index, logits))
+        # Once per execution, not per request: each update is a round trip to the server process.
+        self.real_tokens.increment(int(real_tokens))
+        self.computed_tokens.increment(int(computed_tokens))
         if not usable:
             return responses
 

@@ -19,7 +19,6 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.max_length = int(params["max_length"])
-        self.pad_to_multiple_of = int(params["pad_to_multiple_of"])
         self.max_text_bytes = int(params["max_text_bytes"])
 
         path = os.path.join(args["model_repository"], args["model_version"], "tokenizer.json")
@@ -29,11 +28,7 @@ class TritonPythonModel:
         if padding is None:
             raise pb_utils.TritonModelException(f"{path} has no padding settings; rebuild it with build/build.py")
         self.tokenizer.enable_truncation(max_length=self.max_length)
-        self.tokenizer.enable_padding(
-            pad_id=padding["pad_id"],
-            pad_token=padding["pad_token"],
-            pad_to_multiple_of=self.pad_to_multiple_of,
-        )
+        self.tokenizer.enable_padding(pad_id=padding["pad_id"], pad_token=padding["pad_token"])
 
     def execute(self, requests):
         # Never raise from here: the Python backend would fail every request of the

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The system packages the local server needs, installed when missing (as root, with apt-get):
+# - libpython3.X: the Python backend stub of the pip-shipped tritonserver embeds it;
+# - cmake, g++, RapidJSON and googletest: `python -m emotion_triton.pytorch_backend` builds
+#   Triton's PyTorch backend with them.
+# Elsewhere it names what is missing and changes nothing: the PyTorch backend build then says
+# the same in one line, and the Python-backend classifier keeps working.
+set -euo pipefail
+python=${1:-python3}
+py=$("$python" -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')
+
+missing=()
+ldconfig -p | grep -q "libpython${py}.so.1.0" || missing+=("libpython${py}")
+command -v cmake >/dev/null || missing+=(cmake)
+command -v g++ >/dev/null || command -v c++ >/dev/null || missing+=(g++)
+[ -f /usr/include/rapidjson/document.h ] || missing+=(rapidjson-dev)
+[ -f /usr/src/googletest/CMakeLists.txt ] || missing+=(googletest)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing system packages: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "warning: missing system packages: ${missing[*]} (Debian: sudo apt-get install ${missing[*]})" >&2
+fi
