@@ -1,16 +1,29 @@
 #!/usr/bin/env python3
-"""Inference canary of the serving container: docker compose's healthcheck and the Kubernetes liveness probe.
+"""Inference canary of the serving container: docker compose's healthcheck and the Kubernetes probes.
 
-    python3 healthcheck.py [--url http://127.0.0.1:8000] [--model emotion] [--health ready|live] [--timeout 10]
+    python3 healthcheck.py [--url http://127.0.0.1:8000] [--model emotion] [--health ready|live]
+                           [--canaries 1] [--timeout 15] [--canary-timeout 13] [--health-timeout 2]
 
 Triton keeps answering "ready" when a Python-backend stub has died, so readiness
-alone proves little: after the health endpoint this sends one text to the
-ensemble over HTTP and checks the answer (one label, class probabilities that
-sum to 1). Exit 0 when it does, 1 otherwise, with a one-line reason.
+alone proves little: after the health endpoint this sends up to `--canaries`
+texts to the ensemble over HTTP, one after the other, and checks each answer
+(one label, class probabilities that sum to 1). Exit 0 when they are right, 1
+otherwise, with a one-line reason; 2 for options that cannot fit their deadline.
 
-An answer of 503/429 (queue full, or the request timed out in the queue) counts
-as alive: the server answered, and failing health checks under load would
-restart or drain the replicas that are doing the work.
+An answer of 503/429 (queue full, or the request timed out in a queue) counts as
+alive and ends the check: the server answered, and failing health checks under
+load would restart or drain the replicas that are doing the work. The next
+canaries would only wait in the same queues.
+
+Time. The whole check ends within `--timeout` seconds of its start, whatever the
+server does (the caller's own timeout must allow that plus the interpreter's
+start): the health call gets at most `--health-timeout`, the first canary
+`--canary-timeout`, and a further canary is sent only while a whole
+`--canary-timeout` is left. `--canary-timeout` must cover the longest a canary
+can legitimately take on a saturated server: the queue timeouts of the three
+ensemble steps (default_queue_policy in their config.pbtxt) plus one execution
+ahead of it in each step. tests/test_deploy.py derives that from the configs and
+checks every probe against it.
 
 Standard library only: it runs with the python3 of the Triton image.
 """
@@ -20,7 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -32,6 +48,10 @@ LABEL_NAME = "LABEL"
 SCORES_NAME = "SCORES"
 CANARY_TEXT = "i feel fine today"
 OVERLOADED = (429, 503)
+# Without options one canary gets 13 s: more than it can take on a saturated server with the
+# production configs, 3 queue timeouts (2 + 4 + 2 s) + 3 executions (tests/test_deploy.py checks it).
+DEFAULT_TIMEOUT = 15.0
+DEFAULT_HEALTH_TIMEOUT = 2.0
 
 
 class Unhealthy(Exception):
@@ -60,8 +80,8 @@ def check_health(url: str, health: str, timeout: float) -> None:
         raise Unhealthy(f"/v2/health/{health} answered {status}")
 
 
-def infer(url: str, model: str, timeout: float) -> str:
-    """One text through the ensemble; returns a one-line summary, raises Unhealthy."""
+def infer(url: str, model: str, timeout: float) -> tuple[str, bool]:
+    """One text through the ensemble: (one-line summary, overloaded); raises Unhealthy."""
     body = {
         "inputs": [{"name": INPUT_NAME, "shape": [1, 1], "datatype": "BYTES", "data": [CANARY_TEXT]}],
         "outputs": [{"name": LABEL_NAME}, {"name": SCORES_NAME}],
@@ -76,7 +96,7 @@ def infer(url: str, model: str, timeout: float) -> str:
             answer = json.load(response)
     except urllib.error.HTTPError as error:
         if error.code in OVERLOADED:
-            return f"overloaded but answering ({error.code}: {_first_line(error)})"
+            return f"overloaded but answering ({error.code}: {_first_line(error)})", True
         raise Unhealthy(f"inference on '{model}' answered {error.code}: {_first_line(error)}") from None
     except (urllib.error.URLError, OSError) as error:
         raise Unhealthy(
@@ -93,23 +113,50 @@ def infer(url: str, model: str, timeout: float) -> str:
         raise Unhealthy(f"'{model}' answered no class probabilities in {SCORES_NAME}: {str(scores)[:100]}")
     if not all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in scores) or abs(sum(scores) - 1.0) > 1e-3:
         raise Unhealthy(f"'{model}' answered {SCORES_NAME} that are not probabilities: {str(scores)[:100]}")
-    return f"'{CANARY_TEXT}' -> {label[0]} ({max(scores):.2f})"
+    return f"'{CANARY_TEXT}' -> {label[0]} ({max(scores):.2f})", False
 
 
 def check(
-    url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, health: str = "ready", timeout: float = 10.0, canaries: int = 4
+    url: str = DEFAULT_URL,
+    model: str = DEFAULT_MODEL,
+    health: str = "ready",
+    timeout: float = DEFAULT_TIMEOUT,
+    canaries: int = 1,
+    canary_timeout: float | None = None,
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
 ) -> str:
-    """Health endpoint, then `canaries` inferences: a step runs 2 instances, and a request reaches
-    only one of them, so a single canary would miss a dead stub half of the time."""
+    """Health endpoint, then up to `canaries` inferences, all within `timeout` seconds.
+
+    A step runs 2 instances and a request reaches only one of them, so one canary misses a dead
+    stub half of the time: readiness sends several. A further canary goes out only while a whole
+    `canary_timeout` is left, so a slow but working server is never judged by a cut-off request.
+    """
+    deadline = time.monotonic() + timeout
+    canary_timeout = timeout - health_timeout if canary_timeout is None else canary_timeout
     url = url.rstrip("/")
-    check_health(url, health, timeout)
+    check_health(url, health, max(0.001, min(health_timeout, deadline - time.monotonic())))
+    answered = 0
     summary = ""
     for _ in range(max(1, canaries)):
-        summary = infer(url, model, timeout)
-    return summary
+        left = deadline - time.monotonic()
+        if answered and left < canary_timeout:
+            break
+        summary, busy = infer(url, model, max(0.001, min(canary_timeout, left)))
+        if busy:
+            return summary
+        answered += 1
+    return f"{summary}; {answered} canar{'y' if answered == 1 else 'ies'} answered"
 
 
-def main(argv: list[str] | None = None) -> int:
+class _Deadline(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Deadline
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Exit 0 when the ensemble answers a real inference.")
     parser.add_argument("--url", default=DEFAULT_URL, help="Triton's HTTP endpoint (default: %(default)s)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model to send the text to (default: %(default)s)")
@@ -117,16 +164,70 @@ def main(argv: list[str] | None = None) -> int:
         "--health",
         choices=("ready", "live"),
         default="ready",
-        help="health endpoint checked first: ready (compose) or live (Kubernetes liveness) (default: %(default)s)",
+        help="health endpoint checked first: ready (readiness, compose) or live (liveness) (default: %(default)s)",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default: %(default)s)")
-    parser.add_argument("--canaries", type=int, default=4, help="inferences per check (default: %(default)s)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds the whole check may take; the caller's timeout must allow this plus the start "
+        "of python3 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--canaries",
+        type=int,
+        default=1,
+        help="most inferences per check; after the first, one more only while --canary-timeout is left "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--canary-timeout",
+        type=float,
+        default=None,
+        help="seconds one inference may take: the queue timeouts of the ensemble's steps plus one "
+        "execution each (default: what --timeout leaves after --health-timeout)",
+    )
+    parser.add_argument(
+        "--health-timeout",
+        type=float,
+        default=DEFAULT_HEALTH_TIMEOUT,
+        help="seconds the health endpoint may take (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.canary_timeout is None:
+        args.canary_timeout = args.timeout - args.health_timeout
+    if min(args.timeout, args.canary_timeout, args.health_timeout) <= 0 or args.canaries < 1:
+        parser.error("--timeout, --canary-timeout, --health-timeout and --canaries must be positive")
+    if args.health_timeout + args.canary_timeout > args.timeout:
+        parser.error(
+            f"--timeout {args.timeout:g} cannot hold --health-timeout {args.health_timeout:g} "
+            f"+ --canary-timeout {args.canary_timeout:g}"
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # A hard stop at the deadline (main thread only, where signals are delivered): however the
+    # requests behave, the check answers before the caller's timeout kills it.
+    hard_stop = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    if hard_stop:
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, args.timeout)
     try:
-        summary = check(args.url, args.model, args.health, args.timeout, args.canaries)
+        summary = check(
+            args.url, args.model, args.health, args.timeout, args.canaries, args.canary_timeout, args.health_timeout
+        )
     except Unhealthy as error:
         print(f"unhealthy: {error}", file=sys.stderr)
         return 1
+    except _Deadline:
+        print(f"unhealthy: the check did not finish within --timeout {args.timeout:g} s", file=sys.stderr)
+        return 1
+    finally:
+        if hard_stop:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     print(f"healthy: {summary}")
     return 0
 

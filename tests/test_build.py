@@ -2,8 +2,12 @@
 
 import copy
 import json
+import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -12,10 +16,12 @@ import torch
 from emotion_triton import export
 from emotion_triton.build import BuildOptions, build
 from emotion_triton.hub import HubUnavailableError
+from emotion_triton.repository import DEFAULT_REPOSITORY as PROJECT_REPOSITORY
 from emotion_triton.repository import Ensemble
+from emotion_triton.server import ServerError, check_repository_folders
 from emotion_triton.training import TrainingArguments
 
-from .conftest import copy_repository
+from .conftest import copy_repository, start_server
 from .tiny_models import FAMILIES
 
 PROJECT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -74,7 +80,53 @@ def test_a_torchscript_file_that_differs_from_the_eager_model_is_never_installed
         build(options)
     ensemble = Ensemble.read(repository)
     assert not ensemble.model_file.exists() and not ensemble.tokenizer_file.exists()
-    assert not list(repository.glob(".staging-*"))
+    assert sorted(p.name for p in repository.iterdir()) == sorted(p.name for p in PROJECT_REPOSITORY.iterdir())
+
+
+def test_a_build_killed_during_export_leaves_nothing_the_server_would_load(
+    built_repository, small_data, tmp_path, monkeypatch
+):
+    """SIGKILL while the export writes its files: the repository gets no foreign folder, the real server
+    starts, and the next build removes the killed one's staging folder."""
+    _, checkpoint = built_repository("distilbert")
+    repository = copy_repository(tmp_path / "repo")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    command = [sys.executable, str(PROJECT / "build" / "build.py"), "--finetuned", str(checkpoint)]
+    command += ["--data", str(small_data), "--repository", str(repository)]
+    process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temp.glob(f"{export.STAGING_PREFIX}*")):
+            assert process.poll() is None and time.monotonic() < deadline, "the build never reached its export"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        process.kill()
+    assert sorted(p.name for p in repository.iterdir()) == sorted(p.name for p in PROJECT_REPOSITORY.iterdir())
+    (stale,) = temp.glob(f"{export.STAGING_PREFIX}*")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # the next build uses the same TMPDIR
+    build(BuildOptions(finetuned=str(checkpoint), data=None, repository=repository, output_dir=tmp_path / "run"))
+    assert not stale.exists()
+    assert not list(temp.glob(f"{export.STAGING_PREFIX}*"))  # its own staging is gone too
+    server = start_server(repository, tmp_path)
+    try:
+        assert server.canary()
+    finally:
+        server.stop()
+
+
+def test_the_server_names_a_folder_that_is_not_a_model_instead_of_letting_tritonserver_die(built_repository):
+    repository, _ = built_repository("distilbert")
+    (repository / ".staging-test").mkdir()
+    try:
+        with pytest.raises(ServerError, match=r"\.staging-test is not a model \(no config.pbtxt\).*: remove it$"):
+            check_repository_folders(repository)
+    finally:
+        (repository / ".staging-test").rmdir()
+    check_repository_folders(repository)
 
 
 def test_a_stopped_run_resumes_from_its_last_epoch(tmp_path, tiny_base, small_data, capsys, monkeypatch):

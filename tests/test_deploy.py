@@ -4,7 +4,11 @@ docker-compose.yml against the compose specification's JSON schema, the Kubernet
 manifests against the Kubernetes schemas (both offline, with real validators), and
 everything that must agree across them: the NGC release, the tritonserver flags (those
 of the local server), ports (those of the client), paths, images, labels and metric
-names. The entrypoint scripts and the healthcheck run for real, against a fake Triton.
+names. The entrypoint scripts and the healthcheck run for real, against a fake Triton; what cannot
+run here (a cluster, a GPU, Prometheus) is checked by arithmetic on the files: probe timeouts
+against the queue timeouts of the model configs, the autoscaling window against the scrape
+interval, the rollout against a one-GPU cluster. tests/test_deploy_healthcheck.py runs the
+healthcheck against a real saturated tritonserver.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+CPU_COMPOSE_FILE = ROOT / "docker-compose.cpu.yml"
 SERVING_DOCKERFILE = ROOT / "docker" / "tritonserver.Dockerfile"
 BUILD_DOCKERFILE = ROOT / "docker" / "build.Dockerfile"
 SERVING_ENTRYPOINT = ROOT / "docker" / "tritonserver-entrypoint.sh"
@@ -50,6 +56,21 @@ ALLOWED_MODEL_IMPORTS = {"numpy", "torch", "tokenizers", "triton_python_backend_
 LOCAL_ONLY = {"--model-config-name", "--backend-directory", "--http-address", "--grpc-address", "--metrics-address"}
 PER_DEPLOYMENT = {"--model-repository", "--http-port", "--grpc-port", "--metrics-port", "--allow-gpu-metrics"}
 CONTAINER_ONLY = {"--allow-metrics"}
+# What a canary may take in one ensemble step beyond the step's queue timeout (its config's
+# default_queue_policy): a request that times out is refused when the batcher next forms a batch,
+# that is once an instance is free, so one execution ahead of it (or its own), plus the batcher's
+# poll (up to 0.5 s in Triton 2.51). 1 s covers a GPU batch and a Python step; a classifier on CPU
+# instances needs one full batch on one core: 64 texts of 128 tokens through DistilBERT-base, about
+# 0.7 TFLOP at 45-50 GFLOPS (docs/performance.md: ~50 texts/s on 2 cores at 22 tokens).
+STEP_SLACK_SECONDS = 1.0
+CPU_CLASSIFIER_EXECUTION_SECONDS = 16.0
+PYTHON_START_SECONDS = 1.0  # python3's start before healthcheck.py's deadline starts
+# The floor of each NVIDIA release, from its Triton release notes ("Driver Requirements", "GPU
+# Requirements"): CUDA version, driver branch, compute capability.
+GPU_FLOOR = {"25.10": ("CUDA 13.0", "R575", "7.5")}
+# The prometheus-community/prometheus chart scrapes annotated pods at server.global.scrape_interval,
+# 1m unless changed (its values.yaml); podmonitor.yaml sets its own interval.
+PROMETHEUS_CHART_SCRAPE_INTERVAL = "1m"
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -71,6 +92,132 @@ def seconds(duration: str) -> float:
     assert parts and duration, f"not a compose duration: {duration!r}"
     hours, minutes, secs = (int(p or 0) for p in parts.groups())
     return hours * 3600 + minutes * 60 + secs
+
+
+class Reset:
+    """compose's `!reset` tag: removes the attribute from the merged model."""
+
+
+class Override:
+    """compose's `!override` tag: replaces the attribute instead of merging it."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML with compose's merge tags."""
+
+
+def _construct_tag(cls):
+    def construct(loader, node):
+        if isinstance(node, yaml.MappingNode):
+            value = loader.construct_mapping(node, deep=True)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_scalar(node)
+        return Reset() if cls is Reset else Override(value)
+
+    return construct
+
+
+ComposeLoader.add_constructor("!reset", _construct_tag(Reset))
+ComposeLoader.add_constructor("!override", _construct_tag(Override))
+
+
+def load_compose(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=ComposeLoader)  # SafeLoader plus two tags
+
+
+def _untagged(value):
+    if isinstance(value, Override):
+        return _untagged(value.value)
+    if isinstance(value, dict):
+        return {k: _untagged(v) for k, v in value.items() if not isinstance(v, Reset)}
+    if isinstance(value, list):
+        return [_untagged(v) for v in value if not isinstance(v, Reset)]
+    return value
+
+
+def merge_compose(base, override, path: tuple = ()):
+    """`docker compose -f base -f override`, by the compose specification's merge rules: mappings
+    merge, sequences append (unique entries), command / entrypoint / healthcheck.test are replaced,
+    `!reset` removes and `!override` replaces."""
+    if isinstance(override, Override):
+        return _untagged(override.value)
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            if isinstance(value, Reset):
+                merged.pop(key, None)
+            elif key in base:
+                merged[key] = merge_compose(base[key], value, (*path, key))
+            else:
+                merged[key] = _untagged(value)
+        return merged
+    if isinstance(base, list) and isinstance(override, list):
+        replaced = path[-1:] in (("command",), ("entrypoint",)) or path[-2:] == ("healthcheck", "test")
+        if replaced:
+            return _untagged(override)
+        return base + [v for v in _untagged(override) if v not in base]
+    return _untagged(override)
+
+
+def gpu_requests(value, where: str = "") -> list[str]:
+    """Every place of a compose model that asks for a GPU."""
+    found = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}/{key}"
+            if key == "gpus" or (key == "runtime" and item == "nvidia"):
+                found.append(here)
+            elif key == "devices" and isinstance(item, list):
+                found += [
+                    here
+                    for d in item
+                    if isinstance(d, dict) and ("gpu" in d.get("capabilities", []) or d.get("driver") == "nvidia")
+                ]
+            else:
+                found += gpu_requests(item, here)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += gpu_requests(item, f"{where}/{index}")
+    return found
+
+
+def loaded_config(repository: Path, model: str, config_name: str | None):
+    """The configuration tritonserver loads for a model: configs/<name>.pbtxt with
+    --model-config-name=<name> when that file exists, else config.pbtxt."""
+    custom = repository / model / "configs" / f"{config_name}.pbtxt"
+    return parse_config(custom if config_name and custom.is_file() else repository / model / "config.pbtxt")
+
+
+def classifier_config_names(repository: Path = DEFAULT_REPOSITORY) -> list[str]:
+    """The --model-config-name values the classifier has a file for (configs/<name>.pbtxt)."""
+    ensemble = Ensemble.read(repository)
+    return sorted(path.stem for path in (repository / ensemble.classifier / "configs").glob("*.pbtxt"))
+
+
+def canary_worst_case(repository: Path = DEFAULT_REPOSITORY, config_name: str | None = None) -> float:
+    """The longest one canary can take on a saturated server, in seconds: per ensemble step, its queue
+    timeout plus what a request can wait beyond it (STEP_SLACK_SECONDS, CPU_CLASSIFIER_EXECUTION_SECONDS)."""
+    ensemble = Ensemble.read(repository)
+    total = 0.0
+    for model in (ensemble.tokenizer, ensemble.classifier, ensemble.postprocess):
+        config = loaded_config(repository, model, config_name)
+        policy = config.dynamic_batching.default_queue_policy
+        bounded = (
+            config.HasField("dynamic_batching")
+            and config.dynamic_batching.HasField("default_queue_policy")
+            and policy.timeout_action == policy.REJECT
+            and policy.default_timeout_microseconds > 0
+        )
+        assert bounded, f"{model}: no queue timeout that refuses (REJECT): a canary could wait without bound"
+        on_gpu = any(group.kind == group.KIND_GPU for group in config.instance_group)
+        slack = CPU_CLASSIFIER_EXECUTION_SECONDS if model == ensemble.classifier and not on_gpu else STEP_SLACK_SECONDS
+        total += policy.default_timeout_microseconds / 1e6 + slack
+    return total
 
 
 def size_bytes(size: str) -> int:
@@ -249,6 +396,72 @@ def test_gpu_is_reserved_for_the_server_and_the_build(compose):
     for name in ("tritonserver", "build"):
         devices = compose["services"][name]["deploy"]["resources"]["reservations"]["devices"]
         assert any("gpu" in d["capabilities"] and d.get("driver") == "nvidia" for d in devices), name
+
+
+@pytest.fixture(scope="module")
+def cpu_compose(compose) -> dict:
+    """docker compose -f docker-compose.yml -f docker-compose.cpu.yml, merged."""
+    return merge_compose(compose, load_compose(CPU_COMPOSE_FILE))
+
+
+def test_cpu_override_merges_into_a_compose_file_that_follows_the_specification(cpu_compose):
+    validator = jsonschema.Draft202012Validator(compose_schema())
+    for label, document in (("as written", cpu_compose), ("interpolated", interpolate(cpu_compose))):
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+        assert not errors, f"docker-compose.yml + docker-compose.cpu.yml ({label}) break the specification: {errors}"
+    # The merge follows compose's rules: the tags are understood, shell commands are replaced.
+    override = load_compose(CPU_COMPOSE_FILE)
+    assert isinstance(override["services"]["build"]["deploy"]["resources"]["reservations"]["devices"], Reset)
+    assert merge_compose({"c": ["a", "b"], "p": ["1"]}, {"c": ["x"], "p": ["2"]}, ("s",)) == {
+        "c": ["a", "b", "x"],
+        "p": ["1", "2"],
+    }
+    assert merge_compose({"command": ["a", "b"]}, {"command": ["x"]})["command"] == ["x"]
+
+
+def test_cpu_override_drops_every_gpu_reservation(compose, cpu_compose):
+    assert gpu_requests(compose["services"]["tritonserver"]) and gpu_requests(compose["services"]["build"])
+    assert gpu_requests(cpu_compose["services"]) == [], "the CPU deployment must start on a host without a GPU"
+    assert set(cpu_compose["services"]) == set(compose["services"]), "the same services"
+
+
+def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose, cpu_compose):
+    """Same image, repository, hardening, ports, ulimits, shm and healthcheck script; the flags of the
+    GPU service (and so the local server's common flags) plus --model-config-name of a CPU config."""
+    changed = {"command", "deploy", "healthcheck"}
+    for name in ("tritonserver", "build"):
+        gpu, cpu = compose["services"][name], cpu_compose["services"][name]
+        assert {k: v for k, v in cpu.items() if k not in changed} == {k: v for k, v in gpu.items() if k not in changed}
+    gpu, cpu = compose["services"]["tritonserver"], cpu_compose["services"]["tritonserver"]
+    assert cpu["build"] == gpu["build"] and cpu["image"] == gpu["image"]
+    assert cpu["security_opt"] == ["no-new-privileges:true"] and cpu["cap_drop"] == ["ALL"] and cpu["init"] is False
+    assert {k: v for k, v in cpu["healthcheck"].items() if k not in ("test", "timeout")} == {
+        k: v for k, v in gpu["healthcheck"].items() if k not in ("test", "timeout")
+    }
+    assert cpu["healthcheck"]["test"][:3] == gpu["healthcheck"]["test"][:3]
+
+    gpu_flags, cpu_flags = flags(gpu["command"][1:]), flags(cpu["command"][1:])
+    assert cpu["command"][0] == "tritonserver"
+    config_name = cpu_flags.pop("--model-config-name")
+    assert cpu_flags.pop("--allow-gpu-metrics") == "false" and gpu_flags.pop("--allow-gpu-metrics") == "true"
+    assert cpu_flags == gpu_flags, "every other flag is the GPU service's"
+    key = "dummy-admin-key"
+    command = [arg.replace(ADMIN_PLACEHOLDER, key) for arg in cpu["command"]]
+    assert set(server.common_flags(server.ServerOptions().exit_timeout, key)) <= set(command)
+
+    # The name selects a CPU configuration of the classifier: the production config.pbtxt on KIND_CPU
+    # instances (the libtorch backend); every model it loads runs on CPU instances only.
+    ensemble = Ensemble.read(DEFAULT_REPOSITORY)
+    assert config_name in classifier_config_names(), f"no {ensemble.classifier}/configs/{config_name}.pbtxt"
+    classifier = loaded_config(DEFAULT_REPOSITORY, ensemble.classifier, config_name)
+    assert (
+        classifier.platform
+        == loaded_config(DEFAULT_REPOSITORY, ensemble.classifier, None).platform
+        == "pytorch_libtorch"
+    )
+    for model in (ensemble.tokenizer, ensemble.classifier, ensemble.postprocess):
+        kinds = {group.kind for group in loaded_config(DEFAULT_REPOSITORY, model, config_name).instance_group}
+        assert kinds == {classifier.instance_group[0].KIND_CPU}, f"{model} would ask for a GPU"
 
 
 def test_every_mounted_path_exists_and_the_model_repository_is_read_only(compose):
@@ -531,6 +744,8 @@ class FakeTriton(BaseHTTPRequestHandler):
     ready = 200
     infer_status = 200
     infer_body: dict = {}
+    infer_seconds = 0.0  # how long each inference takes
+    inferences: list  # when each inference arrived (set per test)
 
     def do_GET(self):  # noqa: N802 - http.server's name
         self._answer(self.ready if self.path in ("/v2/health/ready", "/v2/health/live") else 404, {})
@@ -538,6 +753,9 @@ class FakeTriton(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert self.path == "/v2/models/emotion/infer" and body["inputs"][0]["datatype"] == "BYTES"
+        if hasattr(self, "inferences"):
+            self.inferences.append(time.monotonic())
+        time.sleep(self.infer_seconds)
         self._answer(self.infer_status, self.infer_body)
 
     def _answer(self, status, body):
@@ -593,8 +811,86 @@ def test_healthcheck_fails_when_the_ensemble_cannot_answer(fake_triton, monkeypa
 
 def test_healthcheck_without_a_server(capsys):
     healthcheck = load_healthcheck()
-    assert healthcheck.main(["--url", f"http://127.0.0.1:{server.free_port()}", "--timeout", "2"]) == 1
+    assert healthcheck.main(["--url", f"http://127.0.0.1:{server.free_port()}", "--timeout", "4"]) == 1
     assert "no answer" in capsys.readouterr().err
+
+
+def run_healthcheck(httpd, url, monkeypatch, argv, **handler) -> tuple[int, float, list[float]]:
+    """(exit code, seconds, arrival times of the inferences) of one check against the fake Triton."""
+    inferences: list[float] = []
+    monkeypatch.setattr(
+        httpd, "RequestHandlerClass", type("Handler", (FakeTriton,), {**handler, "inferences": inferences})
+    )
+    start = time.monotonic()
+    code = load_healthcheck().main(["--url", url, *argv])
+    return code, time.monotonic() - start, [when - start for when in inferences]
+
+
+def test_healthcheck_ends_within_its_deadline_and_sends_canaries_only_while_one_fits(fake_triton, monkeypatch, capsys):
+    httpd, url = fake_triton
+    budget = ["--health-timeout", "0.5", "--canary-timeout", "1", "--timeout", "2.6", "--canaries", "4"]
+    # Slow but working (0.6 s an answer): a canary goes out while a whole canary timeout is left.
+    code, took, sent = run_healthcheck(httpd, url, monkeypatch, budget, infer_seconds=0.6, infer_body=GOOD_ANSWER)
+    assert code == 0 and len(sent) == 3 and took < 2.6, (took, sent)  # 0.6 s each: after 3, 0.8 s are left
+    assert "3 canaries answered" in capsys.readouterr().out
+    # An overload answer ends the check at once: the next canaries would wait in the same queues.
+    code, took, sent = run_healthcheck(httpd, url, monkeypatch, budget, infer_status=503, infer_body={"error": "x"})
+    assert code == 0 and len(sent) == 1 and "overloaded" in capsys.readouterr().out
+    # A server that never answers: unhealthy when the canary's timeout runs out, well within --timeout.
+    code, took, sent = run_healthcheck(httpd, url, monkeypatch, budget, infer_seconds=3.0, infer_body=GOOD_ANSWER)
+    assert code == 1 and len(sent) == 1 and 0.9 < took < 2.6, took
+    assert "no inference answer" in capsys.readouterr().err
+    # Options whose canary does not fit the deadline are refused (exit 2), not run.
+    with pytest.raises(SystemExit) as refused:
+        load_healthcheck().parse_args(["--timeout", "10", "--canary-timeout", "9"])
+    assert refused.value.code == 2
+
+
+def healthcheck_argv(command: list[str]) -> list[str]:
+    """The healthcheck's own arguments in a probe's command line."""
+    assert command[:2] == ["python3", container_healthcheck_path()], command
+    return command[2:]
+
+
+def test_probes_outlast_the_worst_case_of_a_saturated_server(compose, cpu_compose, triton_container):
+    """The worst case of a check, derived from the queue timeouts of the model configs each deployment
+    loads, fits the timeout of every probe that runs it: a saturated server answers 503 or slowly,
+    and neither a probe's timeout nor the healthcheck's own must turn that into "unhealthy"."""
+    healthcheck = load_healthcheck()
+    probes = []  # (where, healthcheck argv, the caller's timeout, --model-config-name, liveness)
+    for label, merged in (("docker-compose.yml", compose), ("docker-compose.cpu.yml", cpu_compose)):
+        service = merged["services"]["tritonserver"]
+        config_name = flags(service["command"][1:]).get("--model-config-name")
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD"
+        probes.append(
+            (label, healthcheck_argv(test[1:]), seconds(service["healthcheck"]["timeout"]), config_name, False)
+        )
+    assert "--model-config-name" not in flags(triton_container["args"][1:])
+    for probe, liveness in (("readinessProbe", False), ("livenessProbe", True)):
+        settings = triton_container[probe]
+        argv = healthcheck_argv(settings["exec"]["command"])
+        probes.append((f"deployment.yaml {probe}", argv, settings["timeoutSeconds"], None, liveness))
+    # By hand (docs/deploy.md): `python3 healthcheck.py` without options, on the GPU configs.
+    probes.append(("healthcheck.py defaults", [], float("inf"), None, False))
+
+    for where, argv, caller_timeout, config_name, liveness in probes:
+        args = healthcheck.parse_args(argv)
+        worst = canary_worst_case(DEFAULT_REPOSITORY, config_name)
+        assert args.canary_timeout >= worst, (
+            f"{where}: a canary may take {worst:g} s on a saturated server ({config_name or 'config.pbtxt'}: "
+            f"queue timeouts + executions), --canary-timeout is {args.canary_timeout:g}"
+        )
+        assert args.health_timeout + args.canary_timeout <= args.timeout
+        assert caller_timeout >= args.timeout + PYTHON_START_SECONDS, (
+            f"{where}: the check may take {args.timeout:g} s plus python3's start, its caller waits {caller_timeout:g} s"
+        )
+        if liveness:
+            assert args.health == "live" and args.canaries == 1, f"{where}: one health call and one canary"
+        elif where != "healthcheck.py defaults":
+            assert args.health == "ready" and args.canaries >= 2, f"{where}: a dead stub hides behind one canary"
+    # The numbers themselves, as the configs give them today: 2 + 4 + 2 s of queues.
+    assert canary_worst_case() == 2 + 4 + 2 + 3 * STEP_SLACK_SECONDS
 
 
 def test_healthcheck_names_are_the_ensembles():
@@ -684,13 +980,14 @@ def test_kubernetes_model_repository_volume(deployment, triton_container):
 
 
 def test_kubernetes_probes_and_shutdown(deployment, triton_container):
-    healthcheck = container_healthcheck_path()
+    healthcheck = load_healthcheck()
     assert triton_container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
     for probe, health in (("readinessProbe", "ready"), ("livenessProbe", "live")):
-        command = triton_container[probe]["exec"]["command"]
-        assert command[:2] == ["python3", healthcheck] and command[command.index("--health") + 1] == health
-        timeout = float(command[command.index("--timeout") + 1])
-        assert triton_container[probe]["timeoutSeconds"] >= timeout, f"{probe}: the kubelet must wait for the answer"
+        args = healthcheck.parse_args(healthcheck_argv(triton_container[probe]["exec"]["command"]))
+        assert args.health == health
+        assert triton_container[probe]["timeoutSeconds"] > args.timeout, (
+            f"{probe}: the kubelet must wait for the answer"
+        )
     assert triton_container["resources"]["limits"]["nvidia.com/gpu"] == 1
     pod = deployment["spec"]["template"]["spec"]
     pre_stop = triton_container["lifecycle"]["preStop"]["exec"]["command"]

@@ -2,20 +2,27 @@
 
 import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from emotion_triton import build as build_module
 from emotion_triton.benchmark import BenchOptions, model_table, run
 from emotion_triton.build import BuildOptions, QuantizationRefused, build
 from emotion_triton.client import EmotionClient
+from emotion_triton.export import INT8_MIXED_BATCH_TOLERANCE
 from emotion_triton.loadgen import closed_loop
+from emotion_triton.modeling import predict_logits, softmax
 from emotion_triton.repository import Ensemble
 from emotion_triton.server import triton_metrics
 
-from .conftest import copy_repository
+from .conftest import CLASSIFIERS, copy_repository, start_server
 
 
 def int8_options(tmp_path, checkpoint, small_data):
@@ -42,6 +49,36 @@ def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small
     assert "quantized::linear_dynamic" in str(scripted.inlined_graph)
 
 
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
+def test_int8_serves_with_the_exports_parity_on_both_classifiers(
+    tmp_path, built_repository, small_data, validation_texts, monkeypatch, classifier
+):
+    """Alone, each text's served int8 scores equal the eager int8 model's; in a dynamic batch of mixed
+    lengths they stay within the export's int8 bound (dynamic int8 scales activations per chunk)."""
+    _, checkpoint = built_repository("distilbert")
+    monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
+    options = int8_options(tmp_path, checkpoint, small_data)
+    build(options)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    eager = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    int8 = torch.ao.quantization.quantize_dynamic(eager, {torch.nn.Linear}, dtype=torch.qint8)
+    texts = sorted(validation_texts[:40], key=len)[::4]
+    expected = softmax(predict_logits(int8, tokenizer, texts, Ensemble.read(options.repository).max_length, 1))
+    server = start_server(options.repository, tmp_path, classifier=classifier)
+    try:
+        with EmotionClient(server.grpc_url) as client:
+            labels = client.labels
+            alone = [client.classify([text])[0] for text in texts]
+            mixed = client.classify(texts)
+    finally:
+        server.stop()
+    alone_scores = np.array([[p.scores[label] for label in labels] for p in alone])
+    mixed_scores = np.array([[p.scores[label] for label in labels] for p in mixed])
+    assert np.abs(alone_scores - expected).max() < 1e-4
+    assert [p.label for p in alone] == [labels[i] for i in expected.argmax(1)]
+    assert np.abs(mixed_scores - expected).max() < INT8_MIXED_BATCH_TOLERANCE
+
+
 def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_repository, small_data, monkeypatch):
     _, checkpoint = built_repository("bert")
     monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", -1.0)
@@ -54,23 +91,58 @@ def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_re
         build(options)
 
 
-def test_classifier_counts_real_and_computed_tokens(served):
-    server = served("distilbert")
-    before = triton_metrics(server.metrics_url)
+def token_counters(metrics_url: str) -> tuple[float, float]:
+    """(real, computed) tokens the classifier reported so far, summed over the models that count them."""
+    metrics = triton_metrics(metrics_url)
+    return tuple(
+        sum(v for (name, _), v in metrics.items() if name == f"emotion_classifier_{kind}_tokens_total")
+        for kind in ("real", "computed")
+    )
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
+def test_classifier_counts_real_and_computed_tokens(served, classifier):
+    server = served("distilbert", classifier)
+    before = token_counters(server.metrics_url)
     with EmotionClient(server.grpc_url) as client:
         client.classify(["short one", "a much longer text that has many more tokens than the first one does"] * 4)
-    after = triton_metrics(server.metrics_url)
-    classifier = server.ensemble.classifier
-    real = after[("emotion_classifier_real_tokens_total", classifier)] - before.get(
-        ("emotion_classifier_real_tokens_total", classifier), 0
-    )
-    computed = after[("emotion_classifier_computed_tokens_total", classifier)] - before.get(
-        ("emotion_classifier_computed_tokens_total", classifier), 0
-    )
+    real, computed = (after - start for after, start in zip(token_counters(server.metrics_url), before, strict=True))
     assert 0 < real <= computed
     # Rows are sorted by length before chunking: the 4 short and 4 long texts do not pad each other
     # unless they share a chunk, so at most one chunk mixes them.
     assert real / computed > 0.6
+
+
+def test_the_libtorch_batcher_merges_concurrent_requests_of_different_lengths(served, validation_texts):
+    """Triton's own statistics: requests of 16 different token lengths, sent at once, run in few executions.
+
+    The production config's ragged batching at work (the Python variant batches without a window,
+    so only under load; the benchmark measures both).
+    """
+    server = served("distilbert", "libtorch")
+    by_length = {}
+    with EmotionClient(server.grpc_url) as client:
+        tokenizer = Tokenizer.from_file(str(server.ensemble.tokenizer_file))
+        for text in validation_texts:
+            by_length.setdefault(len(tokenizer.encode(text).ids), text)
+        texts = [by_length[length] for length in sorted(by_length)[:32:2]]  # 16 texts, 16 distinct widths
+        client.classify(texts[:1])  # connected and warm
+        before = triton_metrics(server.metrics_url)
+        barrier = threading.Barrier(len(texts))
+
+        def send(text: str) -> None:
+            barrier.wait(30)
+            assert client.classify([text])[0].error is None
+
+        with ThreadPoolExecutor(len(texts)) as pool:
+            list(pool.map(send, texts))
+    after = triton_metrics(server.metrics_url)
+    model = server.ensemble.classifier
+    requests = after[("nv_inference_count", model)] - before.get(("nv_inference_count", model), 0)
+    executions = after[("nv_inference_exec_count", model)] - before.get(("nv_inference_exec_count", model), 0)
+    assert requests == len(texts)
+    # Every request has its own shape [1, width]: without ragged batching each would run alone.
+    assert executions < requests / 2, f"{requests:.0f} requests in {executions:.0f} executions"
 
 
 def test_closed_loop_counts_every_request_and_error():

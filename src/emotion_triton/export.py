@@ -240,6 +240,21 @@ def tokenizer_json(tokenizer) -> str:
     return backend.to_str()
 
 
+STAGING_PREFIX = "emotion-export-"
+
+
+def remove_stale_staging(repository: Path) -> None:
+    """Staging folders of builds that were killed: in the temp folder, and (older builds) in the repository."""
+    import psutil
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        pid = folder.name[len(STAGING_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    for folder in Path(repository).glob(".staging-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def install(
     ensemble: Ensemble,
     scripted: torch.jit.ScriptModule,
@@ -250,7 +265,10 @@ def install(
     confusion_png: Path | None = None,
 ) -> None:
     """Writes model.pt, tokenizer.json, labels, max_length and the build report into the repository."""
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=ensemble.repository))
+    remove_stale_staging(ensemble.repository)
+    # Outside the repository: tritonserver loads every folder in it as a model, and a build killed
+    # here (SIGKILL, out of memory) must not leave one behind.
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
     try:
         torch.jit.save(scripted, staging / "model.pt")
         torch.jit.load(staging / "model.pt")  # a file that cannot load back is never installed

@@ -156,12 +156,17 @@ def _run(command: list[str], output, log: Path, stage: str, progress=None) -> No
 
 
 def _first_error(log: Path) -> str:
+    """The first error line of the log, with the line after it when it ends in ':' (CMake's style)."""
     try:
-        lines = log.read_text(errors="replace").splitlines()
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         lines = []
-    errors = [line.strip() for line in lines if re.search(r"error|Could not|fatal", line, re.IGNORECASE)]
-    return (errors or ["see the log"])[0][:200]
+    for index, line in enumerate(lines):
+        if re.search(r"error|Could not|fatal", line, re.IGNORECASE):
+            if line.endswith(":") and index + 1 < len(lines):
+                line = f"{line} {lines[index + 1]}"
+            return line[:240]
+    return "see the log"
 
 
 def main() -> int:

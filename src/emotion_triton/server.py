@@ -199,6 +199,21 @@ def check_built_model(ensemble: Ensemble) -> None:
             ) from error
 
 
+def check_repository_folders(repository: Path) -> None:
+    """Every folder in the repository must be a model: tritonserver loads each one (hidden ones too)
+    and, in model control mode `none`, stops when one fails to load."""
+    foreign = sorted(
+        folder.name
+        for folder in Path(repository).iterdir()
+        if folder.is_dir() and not (folder / "config.pbtxt").is_file()
+    )
+    if foreign:
+        raise ServerError(
+            f"{_relative(Path(repository) / foreign[0])} is not a model (no config.pbtxt) and tritonserver would "
+            f"fail to load it{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}: remove it"
+        )
+
+
 def ensure_built(ensemble: Ensemble) -> None:
     """With no model yet, exports the model card's published checkpoint; offline, says how to build locally."""
     if ensemble.model_file.exists() or ensemble.tokenizer_file.exists():
@@ -277,6 +292,7 @@ class LocalServer:
             ("metrics", self.options.metrics_port),
         ):
             check_port_free(self.options.host, port, what)
+        check_repository_folders(self.options.repository)
         ensure_built(self.ensemble)
         check_built_model(self.ensemble)
 

@@ -1,0 +1,61 @@
+"""Triton's PyTorch backend as part of set-up: cached, and a build that cannot run says why in one line.
+
+The build that works is exercised by every test that serves the libtorch classifier (`make setup`
+built it); these tests check the failures a user can meet.
+"""
+
+import pytest
+
+from emotion_triton import pytorch_backend
+from emotion_triton.pytorch_backend import BackendBuildError, ensure_backend
+from emotion_triton.server import LocalServer, ServerError, ServerOptions, free_port
+
+
+def test_the_cached_library_is_the_one_for_the_installed_torch_and_sources():
+    library = ensure_backend()  # built by `make setup`: found, not rebuilt
+    assert library == pytorch_backend.built_library() and library.name == "libtriton_pytorch.so"
+    assert library.parent.parent == pytorch_backend.CACHE
+
+
+def test_missing_build_tools_are_named_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(pytorch_backend, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(pytorch_backend.shutil, "which", lambda tool: None)
+    with pytest.raises(BackendBuildError) as raised:
+        ensure_backend()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "missing cmake (cmake), a C++17 compiler (g++)" in message and "apt-get install" in message
+    assert not (tmp_path / "cache").exists(), "nothing is built without the tools"
+
+
+def test_a_failing_build_is_one_line_with_the_cause_and_the_log(tmp_path, monkeypatch):
+    sources = tmp_path / "triton-sources"
+    (sources / "pytorch_backend").mkdir(parents=True)
+    (sources / "pytorch_backend" / "CMakeLists.txt").write_text(
+        'cmake_minimum_required(VERSION 3.17)\nproject(broken)\nmessage(FATAL_ERROR "rapidjson not usable")\n'
+    )
+    monkeypatch.setattr(pytorch_backend, "VENDORED_SOURCES", sources)
+    monkeypatch.setattr(pytorch_backend, "CACHE", tmp_path / "cache")
+    with pytest.raises(BackendBuildError) as raised:
+        ensure_backend(progress=lambda line: None)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("Triton's PyTorch backend failed while configuring: ")
+    assert "rapidjson not usable" in message and "build.log" in message
+
+
+def test_the_libtorch_classifier_without_a_backend_points_at_the_python_variant(
+    tmp_path, monkeypatch, built_repository
+):
+    repository, _ = built_repository("distilbert")
+    monkeypatch.setattr(pytorch_backend, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(pytorch_backend.shutil, "which", lambda tool: None)
+    options = ServerOptions(
+        repository=repository,
+        classifier="libtorch",
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+    )
+    with pytest.raises(ServerError, match="cannot be built: missing cmake .*; or serve the Python-backend"):
+        LocalServer(options).command()
