@@ -45,7 +45,7 @@ test: lint
 SOAK_SECONDS ?= 120
 .PHONY: soak
 soak: setup
-	$(BIN)/python -m emotion_triton.soak --seconds $(SOAK_SECONDS)
+	$(BIN)/python -m emotion_triton.soak --classifier $(CLASSIFIER) --seconds $(SOAK_SECONDS)
 
 # Fine-tune the offline pretrained encoder on ../shared/data/emotion and install it.
 build-offline: setup

@@ -127,7 +127,7 @@ def check(
 ) -> str:
     """Health endpoint, then up to `canaries` inferences, all within `timeout` seconds.
 
-    A step runs 2 instances and a request reaches only one of them, so one canary misses a dead
+    A step with 2 instances hands a request to one of them, so one canary misses a dead
     stub half of the time: readiness sends several. A further canary goes out only while a whole
     `canary_timeout` is left, so a slow but working server is never judged by a cut-off request.
     """
@@ -206,11 +206,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hard_stop: bool = False) -> int:
+    """With `hard_stop` (the script, not a caller in the same process: it takes SIGALRM), the check
+    ends at its deadline whatever the requests do, even a server that answers one byte at a time."""
     args = parse_args(argv)
-    # A hard stop at the deadline (main thread only, where signals are delivered): however the
-    # requests behave, the check answers before the caller's timeout kills it.
-    hard_stop = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    hard_stop = hard_stop and threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
     if hard_stop:
         previous = signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, args.timeout)
@@ -233,4 +233,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(hard_stop=True))

@@ -47,12 +47,14 @@ def test_build_installs_a_checked_model_and_a_full_report(family, built_reposito
     assert ensemble.report_file.with_name("confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (checkpoint / "config.json").exists()
 
-    # The TorchScript signature is the classifier config's: (ids, mask) -> [batch, labels].
+    # The TorchScript signature is the classifier config's: (ids, mask, row widths) -> (logits, token counts).
     scripted = torch.jit.load(str(ensemble.model_file))
     config = ensemble.config(ensemble.classifier)
-    assert len(list(scripted.graph.inputs())) - 1 == len(config.input)
+    assert len(list(scripted.graph.inputs())) - 1 == len(config.input) + len(config.batch_input)
     ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]])
-    assert tuple(scripted(ids, (ids > 0).long()).shape) == (2, len(ensemble.labels))
+    logits, token_counts = scripted(*export.ragged_batch([{"input_ids": ids, "attention_mask": (ids > 0).long()}]))
+    assert tuple(logits.shape) == (2, len(ensemble.labels))
+    assert token_counts.tolist() == [[4, 4], [3, 4]]
 
 
 def test_a_torchscript_file_that_differs_from_the_eager_model_is_never_installed(

@@ -518,7 +518,7 @@ def test_ports_match_the_client_defaults(compose, serving, triton_container):
 def test_container_flags_are_the_local_servers(serving, triton_container, monkeypatch, tmp_path):
     key, exit_timeout = "dummy-admin-key", server.ServerOptions().exit_timeout
     monkeypatch.setattr(server, "pytriton_dir", lambda: tmp_path / "pytriton")
-    monkeypatch.setattr(server, "backend_directory", lambda cache: tmp_path / "backends")
+    monkeypatch.setattr(server, "backend_directory", lambda cache, **_: tmp_path / "backends")
     local_server = server.LocalServer(server.ServerOptions(admin_key=key, exit_timeout=exit_timeout))
     try:
         local_command = local_server.command()
@@ -745,6 +745,7 @@ class FakeTriton(BaseHTTPRequestHandler):
     infer_status = 200
     infer_body: dict = {}
     infer_seconds = 0.0  # how long each inference takes
+    trickle = False  # answer one byte at a time, forever: no socket timeout ever fires
     inferences: list  # when each inference arrived (set per test)
 
     def do_GET(self):  # noqa: N802 - http.server's name
@@ -756,6 +757,15 @@ class FakeTriton(BaseHTTPRequestHandler):
         if hasattr(self, "inferences"):
             self.inferences.append(time.monotonic())
         time.sleep(self.infer_seconds)
+        if self.trickle:
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\n" * 100:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:  # the check hung up
+                pass
+            return
         self._answer(self.infer_status, self.infer_body)
 
     def _answer(self, status, body):
@@ -840,6 +850,15 @@ def test_healthcheck_ends_within_its_deadline_and_sends_canaries_only_while_one_
     code, took, sent = run_healthcheck(httpd, url, monkeypatch, budget, infer_seconds=3.0, infer_body=GOOD_ANSWER)
     assert code == 1 and len(sent) == 1 and 0.9 < took < 2.6, took
     assert "no inference answer" in capsys.readouterr().err
+    # The script itself stops at its deadline even when every read gets a byte in time.
+    monkeypatch.setattr(httpd, "RequestHandlerClass", type("Handler", (FakeTriton,), {"trickle": True}))
+    start = time.monotonic()
+    script = subprocess.run(
+        [sys.executable, str(HEALTHCHECK), "--url", url, *budget], capture_output=True, text=True, timeout=30
+    )
+    took = time.monotonic() - start
+    assert script.returncode == 1 and "did not finish within --timeout 2.6 s" in script.stderr, script.stderr
+    assert took < 2.6 + PYTHON_START_SECONDS, took
     # Options whose canary does not fit the deadline are refused (exit 2), not run.
     with pytest.raises(SystemExit) as refused:
         load_healthcheck().parse_args(["--timeout", "10", "--canary-timeout", "9"])
@@ -889,8 +908,24 @@ def test_probes_outlast_the_worst_case_of_a_saturated_server(compose, cpu_compos
             assert args.health == "live" and args.canaries == 1, f"{where}: one health call and one canary"
         elif where != "healthcheck.py defaults":
             assert args.health == "ready" and args.canaries >= 2, f"{where}: a dead stub hides behind one canary"
-    # The numbers themselves, as the configs give them today: 2 + 4 + 2 s of queues.
-    assert canary_worst_case() == 2 + 4 + 2 + 3 * STEP_SLACK_SECONDS
+    # One failed check never acts alone, and a broken pod leaves the Service before it is restarted.
+    readiness, liveness_probe = triton_container["readinessProbe"], triton_container["livenessProbe"]
+    assert readiness["failureThreshold"] >= 2 and liveness_probe["failureThreshold"] >= 2
+    assert all(int(c["services"]["tritonserver"]["healthcheck"]["retries"]) >= 2 for c in (compose, cpu_compose))
+
+    def detection(probe: dict, hung: bool) -> float:
+        """Seconds of failing checks before the kubelet acts: it runs one check at a time, a period apart."""
+        return probe["failureThreshold"] * max(probe["periodSeconds"], probe["timeoutSeconds"] if hung else 0)
+
+    for hung in (False, True):  # failing answers, or no answer at all
+        assert detection(liveness_probe, hung) > detection(readiness, hung), (
+            "the liveness probe restarts a pod only after the readiness probe has taken it out of the Service"
+        )
+    # docs/deploy.md's table gives the worst cases the configs give.
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
+    for config_name in {None, *(name for _, _, _, name, _ in probes)}:
+        worst = canary_worst_case(DEFAULT_REPOSITORY, config_name)
+        assert f"= {worst:g} s |" in deploy_doc, f"docs/deploy.md does not give the worst case {worst:g} s"
 
 
 def test_healthcheck_names_are_the_ensembles():
@@ -944,7 +979,7 @@ def test_kubernetes_objects_refer_to_each_other(deployment, triton_container):
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    assert hpa["spec"]["minReplicas"] >= 2 and pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["maxUnavailable"] == 1
 
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     images = {i["name"] for i in kustomization["images"]}
@@ -997,6 +1032,140 @@ def test_kubernetes_probes_and_shutdown(deployment, triton_container):
     (shm,) = [m for m in triton_container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == shm["name"]]
     assert volume["emptyDir"]["medium"] == "Memory"
+
+
+def test_kubernetes_layout_rolls_out_on_a_cluster_with_one_gpu(deployment, triton_container):
+    """At the HPA's minimum, a rollout needs no GPU beyond the pods' own, and nothing else asks for one."""
+    gpus_per_pod = int(triton_container["resources"]["limits"]["nvidia.com/gpu"])
+    hpa = k8s_object("HorizontalPodAutoscaler")
+    strategy = deployment["spec"]["strategy"]
+    if strategy["type"] == "Recreate":
+        surge = 0
+    else:
+        rolling = strategy["rollingUpdate"]
+        surge, unavailable = rolling["maxSurge"], rolling["maxUnavailable"]
+        assert isinstance(surge, int) and isinstance(unavailable, int), "absolute numbers: percentages round"
+        assert unavailable >= 1, "without a spare GPU a rollout only progresses by stopping an old pod first"
+    assert hpa["spec"]["minReplicas"] == 1, "one replica unless the operator raises it (docs/deploy.md)"
+    assert (hpa["spec"]["minReplicas"] + surge) * gpus_per_pod <= 1, "a rollout at the minimum needs a spare GPU"
+    # Nothing else holds a GPU: the init container, the build Job (export) run without.
+    pod = deployment["spec"]["template"]["spec"]
+    job = k8s_object("Job")["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + job["containers"]:
+        assert "nvidia.com/gpu" not in json.dumps(container.get("resources", {})), container["name"]
+    # A drain may still evict the only pod (a minAvailable of 1 would block drains forever).
+    pdb = k8s_object("PodDisruptionBudget")
+    assert "minAvailable" not in pdb["spec"] and pdb["spec"]["maxUnavailable"] >= hpa["spec"]["minReplicas"]
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
+    for larger in ("maxSurge: 1", "maxUnavailable: 0", "minReplicas: 2"):
+        assert larger in deploy_doc, f"docs/deploy.md must say what to change on larger clusters ({larger})"
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration (1m, 30s, 1h30m, 500ms)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|[smhdwy])", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(int(number) * units[unit] for number, unit in parts)
+
+
+def promql_nodes(node):
+    """Every node of a parsed PromQL expression."""
+    yield node
+    for attribute in ("lhs", "rhs", "expr"):
+        child = getattr(node, attribute, None)
+        if child is not None and not isinstance(child, str | int | float):
+            yield from promql_nodes(child)
+    for child in getattr(node, "args", None) or []:
+        yield from promql_nodes(child)
+
+
+def test_autoscaling_query_has_samples_and_counts_the_same_requests():
+    (rule,) = adapter_rules()
+    query = (
+        rule["metricsQuery"].replace("<<.LabelMatchers>>", 'namespace="default",pod="p"').replace("<<.GroupBy>>", "pod")
+    )
+    expression = promql_parser.parse(query)
+    # Samples: every range window holds 4 scrapes or more of the slowest interval the docs set up.
+    monitor = yaml.safe_load((K8S / "podmonitor.yaml").read_text())
+    intervals = {e["interval"] for e in monitor["spec"]["podMetricsEndpoints"]} | {PROMETHEUS_CHART_SCRAPE_INTERVAL}
+    slowest = max(duration_seconds(i) for i in intervals)
+    windows = [
+        node.range.total_seconds()
+        for node in promql_nodes(expression)
+        if isinstance(node, promql_parser.MatrixSelector)
+    ]
+    assert windows and min(windows) >= 4 * slowest, f"windows {windows} s for a scrape interval of {slowest:g} s"
+    # The same requests: queue time over successes (Triton adds a request's queue time only when it counts it
+    # as a success), same window, same matchers, same grouping; only an idle 0/0 is guarded (clamp_min 1).
+    assert isinstance(expression, promql_parser.BinaryExpr) and str(expression.op) == "/"
+    numerator, denominator = expression.lhs, expression.rhs
+    assert isinstance(denominator, promql_parser.Call) and denominator.func.name == "clamp_min"
+    denominator, floor = denominator.args
+    assert isinstance(floor, promql_parser.NumberLiteral) and floor.val == 1
+    selectors = []
+    for side in (numerator, denominator):
+        (selector,) = [n for n in promql_nodes(side) if isinstance(n, promql_parser.MatrixSelector)]
+        selectors.append(selector)
+        assert str(side).replace(selector.vector_selector.name, "METRIC") == str(numerator).replace(
+            selectors[0].vector_selector.name, "METRIC"
+        ), f"numerator and denominator differ beyond the metric: {side} / {numerator}"
+    assert [s.vector_selector.name for s in selectors] == [
+        "nv_inference_queue_duration_us",
+        "nv_inference_request_success",
+    ]
+    assert "1 +" not in rule["metricsQuery"].replace("(1+", "(1 +"), "no phantom request in the denominator"
+
+
+def test_volume_claim_needs_a_storage_class_the_operator_chooses():
+    """No class is guessed: the default class of most clusters has no ReadWriteMany and the claim would stay
+    Pending without an error. The placeholder is not a valid class name, so the API server refuses the claim
+    (`kubectl apply -k` fails, naming spec.storageClassName) until the operator writes a real one."""
+    claim = k8s_object("PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    storage_class = claim["spec"].get("storageClassName")
+    assert storage_class, "an absent storageClassName silently takes the cluster's default class"
+    dns_subdomain = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"  # ValidateClassName
+    assert not re.fullmatch(dns_subdomain, storage_class) or len(storage_class) > 253, (
+        f"{storage_class!r} is a valid class name: a cluster without it leaves the claim Pending, silently"
+    )
+    assert re.fullmatch(dns_subdomain, "nfs-client") and not re.fullmatch(dns_subdomain, "CHOOSE_ME")
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
+    assert storage_class in deploy_doc and "kubectl get storageclass" in deploy_doc
+
+
+def test_every_documented_apply_replaces_the_build_job():
+    """A Job's pod template is immutable: after `kustomize edit set image`, `kubectl apply -k` fails on the
+    existing Job. Every apply the docs give to run deletes the Job first; the new one finds the model and exits."""
+    job = k8s_object("Job")["metadata"]["name"]
+    delete = f"kubectl delete job {job} --ignore-not-found && kubectl apply -k deploy/k8s"
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
+    commands = {
+        "docs/deploy.md": "\n".join(re.findall(r"```(?:bash|sh)\n(.*?)```", deploy_doc, re.DOTALL)),
+        "deploy/k8s/build-job.yaml": (K8S / "build-job.yaml").read_text(),
+    }
+    for name, text in commands.items():
+        lines = [line for line in text.splitlines() if "kubectl apply -k deploy/k8s" in line]
+        assert lines, f"{name} shows no apply"
+        for line in lines:
+            assert delete in line, f"{name}: `{line.strip()}` fails after an image change; use `{delete}`"
+    assert f"kubectl wait --for=condition=complete job/{job}" in deploy_doc
+    # Harmless to run again: the entrypoint skips a repository that has a model
+    # (test_build_entrypoint_builds_only_a_repository_without_a_model).
+    assert "nothing to do" in BUILD_ENTRYPOINT.read_text()
+
+
+def test_kustomize_renders_the_manifests(tmp_path):
+    """The real kustomize (kubectl's) builds deploy/k8s; skipped where kubectl is not installed."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    assert sorted(d["kind"] for d in documents) == sorted(d["kind"] for _, d in k8s_documents())
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def adapter_rules() -> list[dict]:
@@ -1087,3 +1256,12 @@ def test_docs_name_files_that_exist():
     assert "```mermaid" in deploy
     section = readme_deploy_section()
     assert "docker compose up" in section and "kubectl apply -k deploy/k8s" in section
+
+
+def test_docs_state_the_gpu_driver_and_cuda_floor(compose):
+    release = compose["x-ngc-release"]
+    assert release in GPU_FLOOR, f"look up release {release}'s driver, CUDA and GPU requirements in its release notes"
+    cuda, driver, capability = GPU_FLOOR[release]
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
+    for fact in (cuda, driver, f"compute capability {capability}", "docker-compose.cpu.yml"):
+        assert fact in deploy_doc, f"docs/deploy.md does not state {fact!r}"

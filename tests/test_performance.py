@@ -198,10 +198,13 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
     written = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert written["summary"] == results["summary"]
     systems = {p["system"] for p in written["points"]}
-    assert systems == {"triton-fp32", "fastapi+pipeline"}
+    assert systems == {f"triton-{c}-fp32" for c in CLASSIFIERS} | {"fastapi+pipeline"}
     assert all(p["errors"] == 0 and p["texts"] > 0 for p in written["points"]), written["points"]
-    triton = [p for p in written["points"] if p["system"] == "triton-fp32"]
+    triton = [p for p in written["points"] if p["system"].startswith("triton-")]
     assert all(p["avg_dynamic_batch"] >= 1 and 0 < p["padding_efficiency"] <= 1 for p in triton)
+    for classifier in CLASSIFIERS:  # each variant measured side by side, in the same run
+        assert written["summary"][f"{classifier}_fp32_best_texts_per_second"] > 0
+        assert written["summary"][f"{classifier}_fp32_p50_ms_c1_b1"] > 0
     assert {r["batch_size"] for r in written["pipeline"]} == {1, 8, 32, 64}
     for key in (
         "served_fp32_vs_pipeline",
@@ -210,7 +213,7 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
         "served_fp32_p50_ms_c1_b1",
     ):
         assert written["summary"][key] > 0, key
-    assert "| triton-fp32 |" in (tmp_path / "bench" / "results.md").read_text()
+    assert "| triton-libtorch-fp32 |" in (tmp_path / "bench" / "results.md").read_text()
     assert (tmp_path / "bench" / "throughput_latency.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -5,8 +5,10 @@
 Same machine, same fine-tuned weights, same texts for every system:
 - in-process: the HF `pipeline` at each batch size, and the eager model with length-sorted
   batches (the practical ceiling);
-- served: our ensemble (fp32, and int8 unless --no-int8) over gRPC under a closed-loop
-  asyncio load generator, a sweep over concurrency and request batch size;
+- served: our ensemble with each classifier variant (libtorch: the production config on
+  Triton's PyTorch backend, CPU instances; python: the same model.pt in a Python-backend
+  model), fp32 and int8 unless --no-int8, over gRPC under a closed-loop asyncio load
+  generator, a sweep over concurrency and request batch size;
 - a plain FastAPI + `pipeline` server, one text per call, under the same load generator.
 Writes results.json, results.md and PNG plots into --results, and prints the table.
 """
@@ -33,8 +35,8 @@ from .baselines import load_pipeline, measure_pipeline, measure_sorted_eager
 from .build import BuildOptions, build
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
 from .modeling import load_classifier, load_tokenizer
-from .repository import PROJECT_ROOT, Ensemble, copy_sources
-from .server import LocalServer, ServerOptions, free_port, triton_metrics
+from .repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
+from .server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions, free_port, triton_metrics
 
 DEFAULT_DATA = str(PROJECT_ROOT.parent / "shared" / "data" / "emotion" / "validation.txt")
 
@@ -51,18 +53,25 @@ class BenchOptions:
     in_process_texts: int = 1000
     int8: bool = True
     fastapi: bool = True
+    classifiers: list[str] = field(default_factory=lambda: list(CLASSIFIER_CONFIGS))
 
 
 def server_side(before: dict, after: dict, classifier: str) -> dict:
-    def delta(name: str) -> float:
-        return after.get((name, classifier), 0.0) - before.get((name, classifier), 0.0)
+    """The classifier's dynamic batching (Triton's inference_count / execution_count), queueing and
+    padding efficiency (real / computed tokens, counted by the postprocess step) between two scrapes."""
+
+    def delta(name: str, model: str | None = classifier) -> float:
+        def total(metrics):
+            return sum(v for (n, m), v in metrics.items() if n == name and model in (None, m))
+
+        return total(after) - total(before)
 
     executions, requests = delta("nv_inference_exec_count"), delta("nv_inference_request_success")
-    computed = delta("emotion_classifier_computed_tokens_total")
+    computed = delta("emotion_classifier_computed_tokens_total", None)
     return {
         "avg_dynamic_batch": delta("nv_inference_count") / executions if executions else None,
         "queue_ms": delta("nv_inference_queue_duration_us") / requests / 1000 if requests else None,
-        "padding_efficiency": delta("emotion_classifier_real_tokens_total") / computed if computed else None,
+        "padding_efficiency": delta("emotion_classifier_real_tokens_total", None) / computed if computed else None,
     }
 
 
@@ -97,13 +106,14 @@ async def _measure(make_sender, texts, concurrency, batch_size, seconds):
         await close()
 
 
-def serve_repository(repository: Path, workdir: Path) -> LocalServer:
+def serve_repository(repository: Path, workdir: Path, classifier: str = DEFAULT_CLASSIFIER) -> LocalServer:
     options = ServerOptions(
         repository=repository,
+        classifier=classifier,
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
-        log_file=workdir / f"tritonserver-{repository.name}.log",
+        log_file=workdir / f"tritonserver-{repository.name}-{classifier}.log",
     )
     server = LocalServer(options)
     server.start()
@@ -196,17 +206,17 @@ def run(options: BenchOptions) -> dict:
     del pipeline
 
     points = []
-    served = [("triton-fp32", fp32_repository)]
+    repositories = [("fp32", fp32_repository)]
     if options.int8:
-        served.append(
-            ("triton-int8", export_repository(options.checkpoint, options.data, options.results / "repo-int8", "int8"))
-        )
-    for system, repository in served:
-        server = serve_repository(repository, options.results)
-        try:
-            points += sweep_triton(server, texts, options, system)
-        finally:
-            server.stop()
+        int8_repository = export_repository(options.checkpoint, options.data, options.results / "repo-int8", "int8")
+        repositories.append(("int8", int8_repository))
+    for precision, repository in repositories:
+        for classifier in options.classifiers:
+            server = serve_repository(repository, options.results, classifier)
+            try:
+                points += sweep_triton(server, texts, options, f"triton-{classifier}-{precision}")
+            finally:
+                server.stop()
     if options.fastapi:
         points += sweep_fastapi(options.checkpoint, texts, options, max_length)
     results["points"] = points
@@ -237,31 +247,52 @@ def _at(points: list[dict], system: str, concurrency: int, batch_size: int = 1) 
 
 
 def summarize(results: dict) -> dict:
+    """The ratios the issues set targets on, every one from this run's points.
+
+    `served_fp32_*` and `served_int8_*` are the default classifier variant (DEFAULT_CLASSIFIER,
+    what `make serve` runs); each variant also gets its own `<variant>_*` rows.
+    """
     points = results["points"]
     pipeline_best = max(results["pipeline"], key=lambda r: r["texts_per_second"])
     ceiling = results["sorted_eager"]["texts_per_second"]
-    fp32 = _best(points, "triton-fp32")
     summary = {
         "pipeline_best_texts_per_second": pipeline_best["texts_per_second"],
         "pipeline_best_batch_size": pipeline_best["batch_size"],
         "sorted_eager_texts_per_second": ceiling,
-        "served_fp32_best_texts_per_second": fp32["texts_per_second"] if fp32 else None,
-        "served_fp32_best_concurrency": fp32["concurrency"] if fp32 else None,
     }
+    variants = sorted({p["system"].split("-")[1] for p in points if p["system"].startswith("triton-")})
+    for variant in variants:
+        for precision in ("fp32", "int8"):
+            system = f"triton-{variant}-{precision}"
+            best = _best(points, system)
+            if not best:
+                continue
+            summary[f"{variant}_{precision}_best_texts_per_second"] = best["texts_per_second"]
+            summary[f"{variant}_{precision}_best_concurrency"] = best["concurrency"]
+            single = _at(points, system, 1)
+            summary[f"{variant}_{precision}_p50_ms_c1_b1"] = single["p50_ms"] if single else None
+            for clients in (16, 64):
+                point = _at(points, system, clients)
+                if point:
+                    summary[f"{variant}_{precision}_requests_per_execution_c{clients}"] = point["avg_dynamic_batch"]
+                    summary[f"{variant}_{precision}_padding_efficiency_c{clients}"] = point["padding_efficiency"]
+    fp32, default = _best(points, f"triton-{DEFAULT_CLASSIFIER}-fp32"), f"triton-{DEFAULT_CLASSIFIER}-fp32"
+    summary["served_default_classifier"] = DEFAULT_CLASSIFIER
     if fp32:
+        summary["served_fp32_best_texts_per_second"] = fp32["texts_per_second"]
         summary["served_fp32_vs_pipeline"] = fp32["texts_per_second"] / pipeline_best["texts_per_second"]
         summary["served_fp32_vs_sorted_eager"] = fp32["texts_per_second"] / ceiling
-        largest = max(p["batch_size"] for p in points if p["system"] == "triton-fp32")
-        batched = _best(points, "triton-fp32", largest)
+        largest = max(p["batch_size"] for p in points if p["system"] == default)
+        batched = _best(points, default, largest)
         if batched and largest > 1:
             summary[f"served_fp32_batch{largest}_vs_batch1"] = batched["texts_per_second"] / fp32["texts_per_second"]
-        single = _at(points, "triton-fp32", 1)
+        single = _at(points, default, 1)
         summary["served_fp32_p50_ms_c1_b1"] = single["p50_ms"] if single else None
-    int8 = _best(points, "triton-int8")
+    int8 = _best(points, f"triton-{DEFAULT_CLASSIFIER}-int8")
     if int8:
         summary["served_int8_best_texts_per_second"] = int8["texts_per_second"]
         summary["served_int8_vs_pipeline"] = int8["texts_per_second"] / pipeline_best["texts_per_second"]
-    fastapi, served16 = _at(points, "fastapi+pipeline", 16), _at(points, "triton-fp32", 16)
+    fastapi, served16 = _at(points, "fastapi+pipeline", 16), _at(points, default, 16)
     if fastapi and served16 and fastapi["texts_per_second"]:
         summary["served_fp32_vs_fastapi_c16"] = served16["texts_per_second"] / fastapi["texts_per_second"]
     return summary
@@ -298,7 +329,7 @@ def markdown(results: dict) -> str:
     lines.append("| ratio | value |")
     lines.append("|---|---:|")
     for key, value in results["summary"].items():
-        lines.append(f"| {key} | {_fmt(value, '.3g')} |")
+        lines.append(f"| {key} | {value if isinstance(value, str) else _fmt(value, '.3g')} |")
     return "\n".join(lines)
 
 
@@ -390,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=defaults.batch_sizes)
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="measured seconds per point")
     parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument(
+        "--classifiers",
+        nargs="+",
+        choices=sorted(CLASSIFIER_CONFIGS),
+        default=defaults.classifiers,
+        help="classifier variants to serve (default: all)",
+    )
     parser.add_argument("--no-fastapi", action="store_true")
     args = parser.parse_args(argv)
     if not args.checkpoint and not args.models:
@@ -403,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         int8=not args.no_int8,
         fastapi=not args.no_fastapi,
+        classifiers=args.classifiers,
     )
     options.results.mkdir(parents=True, exist_ok=True)
     if args.checkpoint:

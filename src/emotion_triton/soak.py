@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from .repository import DEFAULT_REPOSITORY
-from .server import SHM_PREFIX, LocalServer, ServerError, ServerOptions, free_port, triton_metrics
+from .repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY
+from .server import DEFAULT_CLASSIFIER, SHM_PREFIX, LocalServer, ServerError, ServerOptions, free_port, triton_metrics
 
 PROBE_TEXTS = [
     "i feel wonderful today",
@@ -69,6 +69,7 @@ LEAKS = re.compile(r"Traceback|triton_python_backend_shm_region|/tmp/|/home/|sit
 @dataclass
 class SoakOptions:
     repository: Path = DEFAULT_REPOSITORY
+    classifier: str = DEFAULT_CLASSIFIER  # the classifier variant of the server it starts
     seconds: float = 120.0
     warmup: float = 20.0  # seconds of load before the memory baseline
     concurrency: int = 12
@@ -272,6 +273,7 @@ def run(options: SoakOptions, server: LocalServer | None = None) -> SoakReport:
         server = LocalServer(
             ServerOptions(
                 repository=options.repository,
+                classifier=options.classifier,
                 http_port=free_port(),
                 grpc_port=free_port(),
                 metrics_port=free_port(),
@@ -352,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = SoakOptions()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repository", type=Path, default=defaults.repository)
+    parser.add_argument("--classifier", choices=sorted(CLASSIFIER_CONFIGS), default=defaults.classifier)
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="load after the warm-up (default: 120)")
     parser.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds before the memory baseline")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="clients, half gRPC, half HTTP")
@@ -363,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = SoakOptions(
         repository=args.repository,
+        classifier=args.classifier,
         seconds=args.seconds,
         warmup=args.warmup,
         concurrency=args.concurrency,
