@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
-# The classifier variant of the local server: libtorch (the production config on Triton's PyTorch
-# backend, CPU instances) or python (the same model.pt in a Python-backend model).
-CLASSIFIER ?= libtorch
+# The classifier variant of the local server: python (the model.pt in a Python-backend model, the
+# faster one on 2 cores: docs/performance.md) or libtorch (the production config on Triton's PyTorch
+# backend, CPU instances).
+CLASSIFIER ?= python
 
 .PHONY: setup serve test lint build-offline bench clean pytorch-backend
 

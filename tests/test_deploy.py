@@ -1189,6 +1189,14 @@ def test_autoscaler_metric_is_served_by_prometheus_adapter():
     assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
 
 
+def test_autoscaling_target_sits_above_the_classifiers_batching_window():
+    """Every request may wait one batching window for its batch; only waits beyond it mean a busy GPU."""
+    ensemble = Ensemble.read()
+    window_us = ensemble.config(ensemble.classifier).dynamic_batching.max_queue_delay_microseconds
+    (metric,) = k8s_object("HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert int(metric["pods"]["target"]["averageValue"]) == 5 * window_us
+
+
 # -- Prometheus and Grafana -----------------------------------------------------------------------
 
 

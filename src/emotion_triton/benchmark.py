@@ -340,14 +340,25 @@ def plot(results: dict, folder: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (throughput, latency) = plt.subplots(1, 2, figsize=(13, 5))
-    series: dict[str, list[dict]] = {}
+    # One colour per system, one line style per request size: 13+ series stay readable.
+    series: dict[tuple[str, int], list[dict]] = {}
     for p in results["points"]:
-        series.setdefault(f"{p['system']}, {p['batch_size']} text(s)/request", []).append(p)
-    for name, rows in series.items():
+        series.setdefault((p["system"], p["batch_size"]), []).append(p)
+    systems = list(dict.fromkeys(system for system, _ in series))
+    sizes = sorted({size for _, size in series})
+    styles = ["-", "--", ":", "-."]
+    for (system, size), rows in series.items():
         rows.sort(key=lambda p: p["concurrency"])
         xs = [p["concurrency"] for p in rows]
-        throughput.plot(xs, [p["texts_per_second"] for p in rows], marker="o", label=name)
-        latency.plot(xs, [p["p95_ms"] for p in rows], marker="o", label=name)
+        look = {
+            "color": plt.cm.tab10(systems.index(system) % 10),
+            "linestyle": styles[sizes.index(size) % len(styles)],
+            "marker": "o",
+            "markersize": 4,
+        }
+        label = f"{system}, {size} text(s)/request"
+        throughput.plot(xs, [p["texts_per_second"] for p in rows], label=label, **look)
+        latency.plot(xs, [p["p95_ms"] for p in rows], label=label, **look)
     best_pipeline = max(r["texts_per_second"] for r in results["pipeline"])
     throughput.axhline(best_pipeline, color="grey", linestyle="--", label="HF pipeline, in-process best")
     throughput.axhline(
@@ -362,7 +373,7 @@ def plot(results: dict, folder: Path) -> None:
         axis.set_ylabel(label)
         axis.grid(True, alpha=0.3)
     latency.set_yscale("log")
-    throughput.legend(fontsize=7)
+    throughput.legend(fontsize=6, ncol=2)
     fig.suptitle(f"emotion classifier on {results['machine']['cpus']} CPU cores")
     fig.tight_layout()
     fig.savefig(folder / "throughput_latency.png", dpi=110)

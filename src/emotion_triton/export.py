@@ -21,9 +21,11 @@ import torch
 from .repository import Ensemble, set_parameter
 
 LOGIT_TOLERANCE = 1e-4
-# Dynamic int8 quantizes the activations of a forward pass with one scale for the whole chunk, so an
-# int8 text's logits move a little with its chunk-mates: exact alone, within this in mixed batches.
-INT8_MIXED_BATCH_TOLERANCE = 0.05
+# Dynamic int8 quantizes the activations of a forward pass with one scale for the whole batch, padding
+# included, so an int8 text's logits move with its batch-mates, in the eager model too: the graph must
+# equal the eager model exactly for a text alone, and within this in mixed batches (measured on the
+# MiniLM fine-tune: 0.21 for 3 short and 2 long texts that eager pads together and the graph does not).
+INT8_MIXED_BATCH_TOLERANCE = 0.5
 
 
 class ExportCheckError(RuntimeError):
