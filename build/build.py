@@ -14,6 +14,7 @@ from pathlib import Path
 from emotion_triton.build import BuildOptions, build
 from emotion_triton.export import ExportCheckError
 from emotion_triton.hub import HubUnavailableError
+from emotion_triton.repository import PROJECT_ROOT
 from emotion_triton.training import PRESETS, TrainingArguments
 
 
@@ -58,7 +59,8 @@ def parse_args(argv=None) -> BuildOptions:
         data=settings.get("data") if not (args.finetuned and args.data is None) else None,
         finetuned=args.finetuned,
         labels=args.labels.split(",") if args.labels else None,
-        output_dir=args.output_dir,
+        # A named offline preset keeps its run where `make bench` looks for it (runs/<preset>/checkpoint).
+        output_dir=args.output_dir or (PROJECT_ROOT / "runs" / args.preset if args.preset != "model-card" else None),
         quantize=args.quantize,
         training=training,
     )

@@ -1,13 +1,16 @@
 """The build step on tiny models of the four families: fine-tune, export, check, install, report."""
 
 import copy
+import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +206,16 @@ def test_build_script_prints_one_line_offline(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("build failed: cannot load data set 'dair-ai/emotion'")
     assert "--data" in result.stderr
+
+
+def test_the_offline_preset_keeps_its_run_where_the_benchmark_looks():
+    """`build/build.py --preset minilm-offline` writes runs/minilm-offline/, `make bench`'s default CHECKPOINT."""
+    spec = importlib.util.spec_from_file_location("build_script", PROJECT / "build" / "build.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    bench_checkpoint = re.search(r"^CHECKPOINT \?= (\S+)$", (PROJECT / "Makefile").read_text(), re.MULTILINE)[1]
+    assert script.parse_args(["--preset", "minilm-offline"]).output_dir / "checkpoint" == PROJECT / bench_checkpoint
+    assert script.parse_args(["--preset", "minilm-offline", "--output-dir", "elsewhere"]).output_dir == Path(
+        "elsewhere"
+    )
+    assert script.parse_args([]).output_dir is None  # the model card's recipe: runs/<base model and data>
