@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import data as data_module
 from .baselines import load_pipeline, measure_pipeline, measure_sorted_eager
 from .build import BuildOptions, build
+from .hub import HubUnavailableError
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
 from .modeling import load_classifier, load_tokenizer
 from .repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
@@ -455,10 +456,14 @@ def main(argv: list[str] | None = None) -> int:
         classifiers=args.classifiers,
     )
     options.results.mkdir(parents=True, exist_ok=True)
-    if args.checkpoint:
-        run(options)
-    if args.models:
-        model_table(args.models, options)
+    try:
+        if args.checkpoint:
+            run(options)
+        if args.models:
+            model_table(args.models, options)
+    except HubUnavailableError as error:  # a checkpoint path that does not exist reads as a Hub id
+        print(f"error: {error}; the offline fine-tune: python build/build.py --preset minilm-offline", file=sys.stderr)
+        return 2
     return 0
 
 
