@@ -54,7 +54,7 @@ SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's regions, one per stub
 RESTART_GRACE = 5.0  # seconds a broken tritonserver gets to stop before SIGKILL when it is restarted
 # The classifier variant `make serve` runs: the faster one in `make bench` on 2 cores (docs/performance.md):
-# the Python variant at 1 to 16 concurrent clients (2.1x the texts/s at one), libtorch only at 32-64 (+2-6%).
+# the Python variant at 1 to 8 concurrent clients (1.7-2.1x the texts/s at one), libtorch at 32-64 (+1-11%).
 DEFAULT_CLASSIFIER = "python"
 
 
