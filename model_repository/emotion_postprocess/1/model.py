@@ -35,15 +35,13 @@ class TritonPythonModel:
         # dynamic batch. A request with unusable logits gets its own error.
         responses = [None] * len(requests)
         usable = []  # (request index, logits)
-        real_tokens = computed_tokens = 0
+        token_totals = np.zeros(2, dtype=np.int64)  # real, computed
         for index, request in enumerate(requests):
             try:
                 logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy()
                 token_counts = pb_utils.get_input_tensor_by_name(request, "TOKEN_COUNTS")
                 if token_counts is not None:
-                    real_tokens, computed_tokens = np.array(
-                        [real_tokens, computed_tokens]
-                    ) + token_counts.as_numpy().sum(0)
+                    token_totals += token_counts.as_numpy().sum(axis=0)
                 problem = self._check(logits)
             except Exception as error:  # an unexpected failure: one line for the client, details in the log
                 pb_utils.Logger.log_error(f"emotion_postprocess: {type(error).__name__}: {error}")
@@ -54,8 +52,8 @@ class TritonPythonModel:
             else:
                 usable.append((index, logits))
         # Once per execution, not per request: each update is a round trip to the server process.
-        self.real_tokens.increment(int(real_tokens))
-        self.computed_tokens.increment(int(computed_tokens))
+        self.real_tokens.increment(int(token_totals[0]))
+        self.computed_tokens.increment(int(token_totals[1]))
         if not usable:
             return responses
 
