@@ -20,7 +20,7 @@ from emotion_triton.export import INT8_MIXED_BATCH_TOLERANCE
 from emotion_triton.loadgen import closed_loop
 from emotion_triton.modeling import predict_logits, softmax
 from emotion_triton.repository import Ensemble
-from emotion_triton.server import triton_metrics
+from emotion_triton.server import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
 
 from .conftest import CLASSIFIERS, copy_repository, start_server
 
@@ -94,10 +94,7 @@ def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_re
 def token_counters(metrics_url: str) -> tuple[float, float]:
     """(real, computed) tokens the classifier reported so far, summed over the models that count them."""
     metrics = triton_metrics(metrics_url)
-    return tuple(
-        sum(v for (name, _), v in metrics.items() if name == f"emotion_classifier_{kind}_tokens_total")
-        for kind in ("real", "computed")
-    )
+    return metric_total(metrics, REAL_TOKENS), metric_total(metrics, COMPUTED_TOKENS)
 
 
 @pytest.mark.parametrize("classifier", CLASSIFIERS)

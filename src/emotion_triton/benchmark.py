@@ -37,7 +37,16 @@ from .hub import HubUnavailableError
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
 from .modeling import load_classifier, load_tokenizer
 from .repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
-from .server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions, free_port, triton_metrics
+from .server import (
+    COMPUTED_TOKENS,
+    DEFAULT_CLASSIFIER,
+    REAL_TOKENS,
+    LocalServer,
+    ServerOptions,
+    free_port,
+    metric_total,
+    triton_metrics,
+)
 
 DEFAULT_DATA = str(PROJECT_ROOT.parent / "shared" / "data" / "emotion" / "validation.txt")
 
@@ -62,17 +71,14 @@ def server_side(before: dict, after: dict, classifier: str) -> dict:
     padding efficiency (real / computed tokens, counted by the postprocess step) between two scrapes."""
 
     def delta(name: str, model: str | None = classifier) -> float:
-        def total(metrics):
-            return sum(v for (n, m), v in metrics.items() if n == name and model in (None, m))
-
-        return total(after) - total(before)
+        return metric_total(after, name, model) - metric_total(before, name, model)
 
     executions, requests = delta("nv_inference_exec_count"), delta("nv_inference_request_success")
-    computed = delta("emotion_classifier_computed_tokens_total", None)
+    computed = delta(COMPUTED_TOKENS, None)
     return {
         "avg_dynamic_batch": delta("nv_inference_count") / executions if executions else None,
         "queue_ms": delta("nv_inference_queue_duration_us") / requests / 1000 if requests else None,
-        "padding_efficiency": delta("emotion_classifier_real_tokens_total", None) / computed if computed else None,
+        "padding_efficiency": delta(REAL_TOKENS, None) / computed if computed else None,
     }
 
 

@@ -97,7 +97,9 @@ class RaggedClassifier(torch.nn.Module):
         keep = flat_mask != 0
         row_of_token = torch.repeat_interleave(torch.arange(rows, device=device), widths)
         lengths = torch.zeros(rows, dtype=torch.int64, device=device).index_add_(0, row_of_token, keep.long())
-        tokens = flat_ids[keep]  # the real tokens, row after row
+        # The real tokens, row after row, then one pad token that every padded position reads.
+        pad = torch.full((1,), self.pad_token_id, dtype=flat_ids.dtype, device=device)
+        tokens = torch.cat([flat_ids[keep], pad])
         starts = torch.cumsum(lengths, 0) - lengths
         order = torch.argsort(lengths, stable=True)
         sorted_lengths: list[int] = lengths[order].tolist()
@@ -117,8 +119,7 @@ class RaggedClassifier(torch.nn.Module):
             members = order[begin:end]
             positions = torch.arange(width, device=device)
             real = positions[None, :] < lengths[members][:, None]
-            index = (starts[members][:, None] + positions[None, :]).clamp(0, max(tokens.numel() - 1, 0))
-            ids = torch.where(real, tokens[index], self.pad_token_id) if tokens.numel() else index * 0
+            ids = tokens[torch.where(real, starts[members][:, None] + positions[None, :], tokens.numel() - 1)]
             chunks.append(self.classifier(ids, real.long()))
             computed[members] = width
             begin = end

@@ -271,7 +271,7 @@ class LocalServer:
             str(pytriton_dir() / "bin" / "tritonserver"),
             f"--model-repository={Path(o.repository).resolve()}",
             f"--model-config-name={CLASSIFIER_CONFIGS[o.classifier]}",
-            f"--backend-directory={backend_directory(self._workdir, pytorch=o.classifier == 'libtorch')}",
+            f"--backend-directory={backend_directory(self._workdir, pytorch=self.needs_pytorch_backend)}",
             *common_flags(o.exit_timeout, o.admin_key),
             f"--http-address={o.host}",
             f"--http-port={o.http_port}",
@@ -282,6 +282,12 @@ class LocalServer:
             "--allow-gpu-metrics=false",
             *o.extra_args,
         ]
+
+    @property
+    def needs_pytorch_backend(self) -> bool:
+        """Whether the selected classifier config runs on Triton's PyTorch (libtorch) backend."""
+        config = self.ensemble.config(self.ensemble.classifier, CLASSIFIER_CONFIGS[self.options.classifier])
+        return config.platform == "pytorch_libtorch" or config.backend == "pytorch"
 
     def preflight(self) -> None:
         if self.options.classifier not in CLASSIFIER_CONFIGS:
@@ -504,6 +510,16 @@ def triton_metrics(metrics_url: str, timeout: float = 10.0) -> dict[tuple[str, s
     for name, model, value in re.findall(r'^(\w+)\{model="([^"]+)"[^}]*\} (\S+)$', text, re.MULTILINE):
         values[name, model] = values.get((name, model), 0.0) + float(value)
     return values
+
+
+# The classifier's tokens without and with padding, counted by the postprocess step's model.py
+# (which cannot import this package; a test reads both names from a served model's metrics).
+REAL_TOKENS, COMPUTED_TOKENS = "emotion_classifier_real_tokens_total", "emotion_classifier_computed_tokens_total"
+
+
+def metric_total(metrics: dict[tuple[str, str], float], name: str, model: str | None = None) -> float:
+    """A metric of `triton_metrics` summed over the models reporting it, or only `model`'s."""
+    return sum(value for (n, m), value in metrics.items() if n == name and model in (None, m))
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:
