@@ -171,7 +171,7 @@ def check_onnx_int8(path: Path, fp32_model, tokenizer, data, max_length: int, fp
     from .onnx_export import session
 
     texts = data.splits["validation"].texts
-    logits = onnx_logits(session(path), tokenizer, texts, max_length)
+    logits = onnx_logits(session(path), tokenizer, texts, max_length, len(data.label_names))
     metrics = classification_metrics(data.ids("validation"), logits.argmax(axis=1).tolist(), data.label_names)
     agreement = float((logits.argmax(1) == predict_logits(fp32_model, tokenizer, texts, max_length).argmax(1)).mean())
     return {**_accuracy_loss(fp32_metrics, metrics, "int8 model.onnx"), "label_agreement_with_fp32": agreement}

@@ -11,13 +11,14 @@ than the int8 limit.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .export import LOGIT_TOLERANCE, ExportCheckError, LogitsOnly, parity_cases
-from .modeling import length_sorted_batches
+from .modeling import sorted_batch_logits
 
 INPUT_NAMES = ["input_ids", "attention_mask"]  # onnx_model.py feeds these
 OUTPUT_NAME = "logits"
@@ -64,17 +65,9 @@ def run(onnx_session, input_ids, attention_mask) -> np.ndarray:
     return onnx_session.run([OUTPUT_NAME], feed)[0]
 
 
-def predict_logits(onnx_session, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+def predict_logits(onnx_session, tokenizer, texts: list[str], max_length: int, num_labels: int) -> np.ndarray:
     """Logits in the order of `texts`, in length-sorted batches (as modeling.predict_logits)."""
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    logits: np.ndarray | None = None
-    for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
-        padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="np")
-        out = run(onnx_session, padded["input_ids"], padded["attention_mask"])
-        if logits is None:
-            logits = np.zeros((len(texts), out.shape[1]), dtype=np.float32)
-        logits[batch] = out
-    return logits if logits is not None else np.zeros((0, 0), dtype=np.float32)
+    return sorted_batch_logits(partial(run, onnx_session), tokenizer, texts, max_length, num_labels)
 
 
 def check_against_eager(onnx_session, model, tokenizer, texts: list[str], max_length: int) -> dict:
