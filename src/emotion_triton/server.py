@@ -495,7 +495,8 @@ class LocalServer:
         self._shm_regions.clear()
 
     def __enter__(self) -> LocalServer:
-        self.start()
+        if self.process is None or self.process.poll() is not None:  # a started server is only stopped on exit
+            self.start()
         return self
 
     def __exit__(self, *exc) -> None:
