@@ -231,6 +231,12 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
         assert len(steps) == 3 and all(s["requests"] == lone["requests"] for s in steps.values()), lone
         busy = sum(s["queue"] + s["compute_input"] + s["compute_infer"] for s in steps.values())
         assert 0 < busy <= ensemble["total"] < lone["mean_ms"], lone
+    # Accuracy through each server over the whole file, against the eager fp32 model's labels.
+    assert set(written["accuracy"]) == {f"triton-{c}-fp32" for c in CLASSIFIERS}
+    for system, measured in written["accuracy"].items():
+        assert measured["answered"] == measured["texts"] > 0, system
+        assert measured["label_agreement_with_eager_fp32"] == 1.0, system  # fp32 serves the eager model's labels
+        assert measured["accuracy_loss_points"] == pytest.approx(0.0, abs=1e-9), system
     markdown = (tmp_path / "bench" / "results.md").read_text()
     assert "| triton-libtorch-fp32 |" in markdown and "| ONNX Runtime fp32 (in-process" in markdown
     assert "hand-overs" in markdown

@@ -36,9 +36,10 @@ from tqdm.auto import tqdm
 from . import data as data_module
 from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
 from .build import BuildOptions, build
+from .evaluation import EvaluationOptions, evaluate, read_labelled
 from .hub import HubUnavailableError
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
-from .modeling import load_classifier, load_tokenizer
+from .modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
 from .repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
 from .server import (
     COMPUTED_TOKENS,
@@ -167,6 +168,31 @@ def lone_requests(server: LocalServer, texts: list[str], system: str, count: int
     }
 
 
+def eager_reference(model, tokenizer, data: str, max_length: int) -> dict:
+    """The fp32 eager model on every text of `data`, read as the evaluation client reads it:
+    its label for each text, and its accuracy (the reference of the 0.5-point accuracy gate)."""
+    rows = read_labelled(data)
+    names = checkpoint_labels(model)
+    labels = [names[i] for i in predict_logits(model, tokenizer, rows.texts, max_length).argmax(axis=1)]
+    correct = sum(label == truth for label, truth in zip(labels, rows.labels, strict=True))
+    return {"labels": labels, "accuracy": correct / len(labels)}
+
+
+def served_accuracy(server: LocalServer, data: str, eager: dict) -> dict:
+    """Accuracy through the server over all of `data`, and how often its labels are the eager fp32 model's."""
+    report = evaluate(EvaluationOptions(source=data, url=server.grpc_url, concurrency=4, progress=False))
+    predicted = [row["predicted"] for row in report["predictions"]]
+    same = [p == e for p, e in zip(predicted, eager["labels"], strict=True) if p is not None]
+    accuracy = report["metrics"]["accuracy"]
+    return {
+        "texts": report["texts"],
+        "answered": report["answered"],
+        "accuracy": accuracy,
+        "accuracy_loss_points": 100 * (eager["accuracy"] - accuracy),
+        "label_agreement_with_eager_fp32": sum(same) / len(same),
+    }
+
+
 async def _measure(make_sender, texts, concurrency, batch_size, seconds):
     send, close = make_sender()  # clients bind to the running event loop: create them inside it
     try:
@@ -286,13 +312,16 @@ def run(options: BenchOptions) -> dict:
         for precision, repository in tqdm(repositories, desc="onnxruntime")
     ]
 
-    points, lone = [], []
+    eager = eager_reference(model, tokenizer, options.data, max_length)
+    results["eager_fp32_accuracy"] = eager["accuracy"]
+    points, lone, accuracy = [], [], {}
     for precision, repository in repositories:
         for classifier in options.classifiers:
             server = serve_repository(repository, options.results, classifier)
             try:
                 system = f"triton-{classifier}-{precision}"
                 lone.append(lone_requests(server, texts, system, options.lone_requests))
+                accuracy[system] = served_accuracy(server, options.data, eager)
                 points += sweep_triton(server, texts, options, system)
             finally:
                 server.stop()
@@ -300,6 +329,7 @@ def run(options: BenchOptions) -> dict:
         points += sweep_fastapi(options.checkpoint, texts, options, max_length)
     results["points"] = points
     results["lone_requests"] = lone
+    results["accuracy"] = accuracy
     results["summary"] = summarize(results)
 
     (options.results / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -377,6 +407,10 @@ def summarize(results: dict) -> dict:
             quickest = min(latency, key=latency.get)
             summary[f"best_served_{precision}_p50_vs_onnx_runtime"] = latency[quickest]
             summary[f"best_served_{precision}_p50_variant"] = quickest
+    for system, measured in results.get("accuracy", {}).items():
+        variant = system.removeprefix("triton-").replace("-", "_")
+        summary[f"{variant}_accuracy_loss_points"] = measured["accuracy_loss_points"]
+        summary[f"{variant}_label_agreement_with_eager_fp32"] = measured["label_agreement_with_eager_fp32"]
     fp32, default = _best(points, f"triton-{DEFAULT_CLASSIFIER}-fp32"), f"triton-{DEFAULT_CLASSIFIER}-fp32"
     summary["served_default_classifier"] = DEFAULT_CLASSIFIER
     if fp32:
@@ -431,7 +465,7 @@ def markdown(results: dict) -> str:
             f"{p['errors']} | {_fmt(p.get('avg_dynamic_batch'))} | {_fmt(p.get('queue_ms'), '.2f')} | "
             f"{_fmt(p.get('padding_efficiency'), '.2f')} | {p['loadgen_cpu_percent']:.0f} |"
         )
-    lines += ["", lone_request_table(results), ""]
+    lines += ["", lone_request_table(results), "", accuracy_table(results), ""]
     lines.append("| ratio | value |")
     lines.append("|---|---:|")
     for key, value in results["summary"].items():
@@ -455,6 +489,23 @@ def lone_request_steps(lone: dict, ensemble: str) -> dict[str, float]:
 
 def compute_ms(times: dict) -> float:
     return times["compute_input"] + times["compute_infer"]  # compute_output overlaps the next step
+
+
+def accuracy_table(results: dict) -> str:
+    measured = results.get("accuracy", {})
+    if not measured:
+        return ""
+    lines = [
+        f"| validation, {next(iter(measured.values()))['texts']} texts | accuracy | points below eager fp32 "
+        "| labels = eager fp32 |",
+        "|---|---:|---:|---:|",
+        f"| eager fp32 (in-process) | {results['eager_fp32_accuracy']:.2%} | 0 | 100% |",
+    ]
+    for system, r in measured.items():
+        lines.append(
+            f"| {system} | {r['accuracy']:.2%} | {r['accuracy_loss_points']:.2f} | {r['label_agreement_with_eager_fp32']:.2%} |"
+        )
+    return "\n".join(lines)
 
 
 def lone_request_table(results: dict) -> str:
@@ -565,8 +616,6 @@ def plot(results: dict, folder: Path) -> None:
 
 def model_table(checkpoints: list[Path], options: BenchOptions) -> list[dict]:
     """The model card's comparison table, every number measured through the served ensemble."""
-    from .evaluation import EvaluationOptions, evaluate
-
     texts = data_module.load(options.data).splits["validation"].texts
     rows = []
     for index, checkpoint in enumerate(checkpoints, 1):
