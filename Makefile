@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
-# The classifier variant of the local server: python (the model.pt in a Python-backend model, the
-# faster one on 2 cores: docs/performance.md) or libtorch (the production config on Triton's PyTorch
-# backend, CPU instances).
-CLASSIFIER ?= python
+# The classifier variant of the local server: onnx (model.onnx on ONNX Runtime in a Python-backend
+# model, the fastest on 2 cores: docs/performance.md), python (model.pt in a Python-backend model) or
+# libtorch (the production config on Triton's PyTorch backend, CPU instances).
+CLASSIFIER ?= onnx
 
 .PHONY: setup serve test lint build-offline bench clean pytorch-backend
 

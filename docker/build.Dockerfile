@@ -18,7 +18,7 @@ COPY requirements.lock /tmp/requirements.lock
 RUN grep -v -E '^(torch|nvidia-[a-z0-9-]+|cuda-[a-z-]+|triton)==' /tmp/requirements.lock > /tmp/constraints.txt \
     && PIP_CONSTRAINT= python -m pip install --no-cache-dir -c /tmp/constraints.txt \
         transformers tokenizers datasets huggingface_hub safetensors scikit-learn matplotlib tqdm numpy \
-        protobuf psutil "tritonclient[grpc]" \
+        protobuf psutil "tritonclient[grpc]" onnx onnxruntime \
     && python -c "import torch, transformers, datasets, sklearn, tritonclient.grpc; print('torch', torch.__version__)" \
     && rm /tmp/requirements.lock /tmp/constraints.txt
 

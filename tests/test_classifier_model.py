@@ -22,7 +22,11 @@ CLASSIFIER_PY = DEFAULT_REPOSITORY / "emotion_classifier" / "1" / "model.py"
 
 @pytest.fixture
 def classifier_module(monkeypatch):
-    """The classifier's model.py, imported with the Python backend's real utility module."""
+    """The classifier's model.py, imported with the Python backend's real utility module.
+
+    The Python backend puts the version folder on sys.path (model.py imports its sibling modules).
+    """
+    monkeypatch.syspath_prepend(str(CLASSIFIER_PY.parent))
     modules = {}
     for name, path in (
         ("triton_python_backend_utils", pytriton_dir() / "backends" / "python" / "triton_python_backend_utils.py"),
@@ -129,30 +133,25 @@ def test_onednn_linear_keeps_a_module_that_is_not_frozen_correct(classifier_modu
 def core_sharing(module, instance: int):
     config = {"instance_group": [{"name": "emotion_classifier_0", "count": 2, "kind": "KIND_CPU"}]}
     args = {"model_name": f"test_classifier_{os.getpid()}", "model_instance_name": f"emotion_classifier_0_{instance}"}
-    return module.CoreSharing(args, config, threads_shared=1, threads_alone=2)
+    return module.CoreSharing(args, config)
 
 
-def test_a_lone_instance_runs_on_more_threads_than_a_crowded_one(classifier_module):
+def test_a_lone_instance_may_use_every_core_and_a_crowded_one_may_not(classifier_module):
     first, second = core_sharing(classifier_module, 0), core_sharing(classifier_module, 1)
     try:
         assert first.path == second.path and os.path.exists(first.path)
         with first.busy(spread=True):
-            first.set_threads()
-            assert torch.get_num_threads() == 2  # the other instance is idle
+            assert first.alone()  # the other instance is idle
             with second.busy(spread=True):
-                second.set_threads()
-                assert torch.get_num_threads() == 1  # the first one is executing
-                first.set_threads()
-                assert torch.get_num_threads() == 1  # its next forward pass shares the cores too
-            first.set_threads()
-            assert torch.get_num_threads() == 2
+                assert not second.alone()  # the first one is executing
+                assert not first.alone()  # its next forward pass shares the cores too
+            assert first.alone()
+        assert not first.alone()  # outside execute()
         with second.busy(spread=True):
-            second.set_threads()
-            assert torch.get_num_threads() == 2
+            assert second.alone()
         # A dynamic batch of several requests means a queue: the other instance is about to start.
         with first.busy(spread=False):
-            first.set_threads()
-            assert torch.get_num_threads() == 1
+            assert not first.alone()
     finally:
         first.close()
         second.close()

@@ -189,6 +189,7 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
         fastapi_concurrency=[2],
         seconds=0.5,
         in_process_texts=40,
+        lone_requests=8,
         int8=False,
     )
     results = run(options)
@@ -210,8 +211,37 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
         "served_fp32_p50_ms_c1_b1",
     ):
         assert written["summary"][key] > 0, key
-    assert "| triton-libtorch-fp32 |" in (tmp_path / "bench" / "results.md").read_text()
-    assert (tmp_path / "bench" / "throughput_latency.png").read_bytes()[:4] == b"\x89PNG"
+    # ONNX Runtime in-process on the repository's own model.onnx, and each variant held to it.
+    (reference,) = written["onnx_runtime"]
+    assert reference["precision"] == "fp32" and reference["texts_per_second"] > 0 and reference["p50_ms_one_text"] > 0
+    for classifier in CLASSIFIERS:
+        ratio = written["summary"][f"{classifier}_fp32_texts_per_second_vs_onnx_runtime"]
+        assert ratio == pytest.approx(
+            written["summary"][f"{classifier}_fp32_best_texts_per_second"] / reference["texts_per_second"]
+        )
+        assert written["summary"][f"{classifier}_fp32_p50_vs_onnx_runtime"] > 0
+    assert written["summary"]["best_served_fp32_p50_variant"] in CLASSIFIERS
+    # Each step of a lone request, from Triton's per-model statistics: every request of the ensemble
+    # went through each of its steps once, and the server's time fits in the client's.
+    assert [r["system"] for r in written["lone_requests"]] == [f"triton-{c}-fp32" for c in CLASSIFIERS]
+    for lone in written["lone_requests"]:
+        steps = lone["steps"]
+        ensemble = steps.pop(written["ensemble"])
+        assert ensemble["requests"] == lone["requests"] == 8
+        assert len(steps) == 3 and all(s["requests"] == lone["requests"] for s in steps.values()), lone
+        busy = sum(s["queue"] + s["compute_input"] + s["compute_infer"] for s in steps.values())
+        assert 0 < busy <= ensemble["total"] < lone["mean_ms"], lone
+    # Accuracy through each server over the whole file, against the eager fp32 model's labels.
+    assert set(written["accuracy"]) == {f"triton-{c}-fp32" for c in CLASSIFIERS}
+    for system, measured in written["accuracy"].items():
+        assert measured["answered"] == measured["texts"] > 0, system
+        assert measured["label_agreement_with_eager_fp32"] == 1.0, system  # fp32 serves the eager model's labels
+        assert measured["accuracy_loss_points"] == pytest.approx(0.0, abs=1e-9), system
+    markdown = (tmp_path / "bench" / "results.md").read_text()
+    assert "| triton-libtorch-fp32 |" in markdown and "| ONNX Runtime fp32 (in-process" in markdown
+    assert "hand-overs" in markdown
+    for plot in ("throughput_latency.png", "lone_request_steps.png"):
+        assert (tmp_path / "bench" / plot).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_model_table_measures_every_checkpoint_through_the_server(tmp_path, built_repository, small_data):

@@ -2,6 +2,8 @@
 
 - the Hugging Face `pipeline`, in-process;
 - the eager model in-process with length-sorted batches (the practical ceiling);
+- ONNX Runtime in-process on the repository's model.onnx (fp32 and int8): the fastest CPU runtime,
+  the reference the served variants are held to;
 - a plain FastAPI server around the `pipeline`, one text per call:
   `python -m emotion_triton.baselines --checkpoint DIR --port 8080`.
 """
@@ -9,7 +11,9 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -58,6 +62,37 @@ def measure_sorted_eager(model, tokenizer, texts: list[str], max_length: int, ba
         "texts_per_second": len(texts) / seconds,
         "seconds": seconds,
         "padding_efficiency": padding_efficiency(lengths, length_sorted_batches(lengths, batch_size)),
+    }
+
+
+def measure_onnx_runtime(
+    path: Path, tokenizer, texts: list[str], max_length: int, threads: int, lone_texts: int = 200
+) -> dict:
+    """ONNX Runtime as a user would call it in-process: tokenizer, then `session.run`, timed together.
+
+    texts/s over length-sorted batches of 64 (as `measure_sorted_eager`); p50 of one text at a time.
+    """
+    from .onnx_export import predict_logits, run, session
+
+    onnx_session = session(path, threads)
+    num_labels = onnx_session.get_outputs()[0].shape[1]
+    predict_logits(onnx_session, tokenizer, texts[:64], max_length, num_labels)  # warm-up
+    started = time.perf_counter()
+    predict_logits(onnx_session, tokenizer, texts, max_length, num_labels)
+    seconds = time.perf_counter() - started
+    latencies = []
+    for text in texts[:lone_texts]:
+        started = time.perf_counter()
+        encoded = tokenizer([text], truncation=True, max_length=max_length, return_tensors="np")
+        run(onnx_session, encoded["input_ids"], encoded["attention_mask"])
+        latencies.append(time.perf_counter() - started)
+    latencies = latencies[20:]  # the first calls of a new shape size up ORT's buffers
+    return {
+        "batch_size": 64,
+        "threads": threads,
+        "texts_per_second": len(texts) / seconds,
+        "p50_ms_one_text": statistics.median(latencies) * 1000,
+        "lone_texts": len(latencies),
     }
 
 

@@ -3,12 +3,14 @@
     python -m emotion_triton.benchmark --checkpoint runs/minilm-offline/checkpoint   (make bench)
 
 Same machine, same fine-tuned weights, same texts for every system:
-- in-process: the HF `pipeline` at each batch size, and the eager model with length-sorted
-  batches (the practical ceiling);
+- in-process: the HF `pipeline` at each batch size, the eager model with length-sorted
+  batches, and ONNX Runtime (fp32 and int8, the repository's own model.onnx, as many threads as
+  cores): the fastest CPU runtime, the reference the served variants are held to;
 - served: our ensemble with each classifier variant (libtorch: the production config on
   Triton's PyTorch backend, CPU instances; python: the same model.pt in a Python-backend
   model), fp32 and int8 unless --no-int8, over gRPC under a closed-loop asyncio load
-  generator, a sweep over concurrency and request batch size;
+  generator, a sweep over concurrency and request batch size, with the time of each ensemble
+  step from Triton's per-model statistics;
 - a plain FastAPI + `pipeline` server, one text per call, under the same load generator.
 Writes results.json, results.md and PNG plots into --results, and prints the table.
 """
@@ -28,14 +30,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from . import data as data_module
-from .baselines import load_pipeline, measure_pipeline, measure_sorted_eager
+from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
 from .build import BuildOptions, build
+from .evaluation import EvaluationOptions, evaluate, read_labelled
 from .hub import HubUnavailableError
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
-from .modeling import load_classifier, load_tokenizer
+from .modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
 from .repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
 from .server import (
     COMPUTED_TOKENS,
@@ -61,6 +65,7 @@ class BenchOptions:
     fastapi_concurrency: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
     seconds: float = 5.0
     in_process_texts: int = 1000
+    lone_requests: int = 300
     int8: bool = True
     fastapi: bool = True
     classifiers: list[str] = field(default_factory=lambda: list(CLASSIFIER_CONFIGS))
@@ -80,6 +85,36 @@ def server_side(before: dict, after: dict, classifier: str) -> dict:
         "queue_ms": delta("nv_inference_queue_duration_us") / requests / 1000 if requests else None,
         "padding_efficiency": delta(REAL_TOKENS, None) / computed if computed else None,
     }
+
+
+STEP_TIMES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def model_statistics(server: LocalServer) -> dict[str, dict]:
+    """Triton's cumulative per-model statistics (/v2/models/stats), by model name."""
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/stats", timeout=10) as response:
+        return {m["name"]: m["inference_stats"] for m in json.load(response)["model_stats"]}
+
+
+def step_times(before: dict, after: dict) -> dict[str, dict]:
+    """Milliseconds per successful request of each model between two statistics snapshots.
+
+    `total` is Triton's success duration, from the request's arrival at that model to its release;
+    for the ensemble it is the whole server-side time. A step's compute_output ends after the
+    ensemble has passed its outputs on and the next step has started, so the steps' totals overlap:
+    a step's own time is queue + compute_input + compute_infer, and the hand-overs are the
+    ensemble's total minus those.
+    """
+    steps = {}
+    for model, stats in after.items():
+        requests = stats["success"]["count"] - before[model]["success"]["count"]
+        if requests:
+
+            def ms(field: str, stats=stats, model=model, requests=requests) -> float:
+                return (stats[field]["ns"] - before[model][field]["ns"]) / requests / 1e6
+
+            steps[model] = {"requests": requests, "total": ms("success"), **{f: ms(f) for f in STEP_TIMES}}
+    return steps
 
 
 def ensemble_sender(server: LocalServer):
@@ -103,6 +138,59 @@ def sweep_triton(server: LocalServer, texts: list[str], options: BenchOptions, s
         }
         points.append(point)
     return points
+
+
+def lone_requests(server: LocalServer, texts: list[str], system: str, count: int, warmup: int = 30) -> dict:
+    """`count` one-text requests one after another; the client's times and Triton's per-model
+    statistics over exactly those requests (snapshots after the warm-up and after the last answer)."""
+
+    async def send_all() -> tuple[dict, list[float]]:
+        send, close = ensemble_sender(server)()
+        try:
+            for text in texts[:warmup]:
+                await send([text])
+            before, latencies = model_statistics(server), []
+            for text in tqdm(texts[:count], desc=f"{system} lone requests", unit="request", leave=False):
+                started = time.perf_counter()
+                await send([text])
+                latencies.append((time.perf_counter() - started) * 1000)
+            return before, latencies
+        finally:
+            await close()
+
+    before, latencies = asyncio.run(send_all())
+    return {
+        "system": system,
+        "requests": len(latencies),
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "mean_ms": float(np.mean(latencies)),
+        "steps": step_times(before, model_statistics(server)),
+    }
+
+
+def eager_reference(model, tokenizer, data: str, max_length: int) -> dict:
+    """The fp32 eager model on every text of `data`, read as the evaluation client reads it:
+    its label for each text, and its accuracy (the reference of the 0.5-point accuracy gate)."""
+    rows = read_labelled(data)
+    names = checkpoint_labels(model)
+    labels = [names[i] for i in predict_logits(model, tokenizer, rows.texts, max_length).argmax(axis=1)]
+    correct = sum(label == truth for label, truth in zip(labels, rows.labels, strict=True))
+    return {"labels": labels, "accuracy": correct / len(labels)}
+
+
+def served_accuracy(server: LocalServer, data: str, eager: dict) -> dict:
+    """Accuracy through the server over all of `data`, and how often its labels are the eager fp32 model's."""
+    report = evaluate(EvaluationOptions(source=data, url=server.grpc_url, concurrency=4, progress=False))
+    predicted = [row["predicted"] for row in report["predictions"]]
+    same = [p == e for p, e in zip(predicted, eager["labels"], strict=True) if p is not None]
+    accuracy = report["metrics"]["accuracy"]
+    return {
+        "texts": report["texts"],
+        "answered": report["answered"],
+        "accuracy": accuracy,
+        "accuracy_loss_points": 100 * (eager["accuracy"] - accuracy),
+        "label_agreement_with_eager_fp32": sum(same) / len(same),
+    }
 
 
 async def _measure(make_sender, texts, concurrency, batch_size, seconds):
@@ -197,6 +285,7 @@ def run(options: BenchOptions) -> dict:
         "texts": len(texts),
         "in_process_texts": len(subset),
         "seconds_per_point": options.seconds,
+        "ensemble": Ensemble.read().name,
     }
 
     tokenizer = load_tokenizer(checkpoint, "--checkpoint")
@@ -212,27 +301,42 @@ def run(options: BenchOptions) -> dict:
     results["sorted_eager"] = measure_sorted_eager(model, tokenizer, subset, max_length)
     del pipeline
 
-    points = []
     repositories = [("fp32", fp32_repository)]
     if options.int8:
         int8_repository = export_repository(options.checkpoint, options.data, options.results / "repo-int8", "int8")
         repositories.append(("int8", int8_repository))
+    print(f"in-process: ONNX Runtime on the repositories' model.onnx, {os.cpu_count()} threads")
+    results["onnx_runtime"] = [
+        {"precision": precision}
+        | measure_onnx_runtime(Ensemble.read(repository).onnx_file, tokenizer, subset, max_length, os.cpu_count())
+        for precision, repository in tqdm(repositories, desc="onnxruntime")
+    ]
+
+    eager = eager_reference(model, tokenizer, options.data, max_length)
+    results["eager_fp32_accuracy"] = eager["accuracy"]
+    points, lone, accuracy = [], [], {}
     for precision, repository in repositories:
         for classifier in options.classifiers:
             server = serve_repository(repository, options.results, classifier)
             try:
-                points += sweep_triton(server, texts, options, f"triton-{classifier}-{precision}")
+                system = f"triton-{classifier}-{precision}"
+                lone.append(lone_requests(server, texts, system, options.lone_requests))
+                accuracy[system] = served_accuracy(server, options.data, eager)
+                points += sweep_triton(server, texts, options, system)
             finally:
                 server.stop()
     if options.fastapi:
         points += sweep_fastapi(options.checkpoint, texts, options, max_length)
     results["points"] = points
+    results["lone_requests"] = lone
+    results["accuracy"] = accuracy
     results["summary"] = summarize(results)
 
     (options.results / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (options.results / "results.md").write_text(table + "\n")
     plot(results, options.results)
+    plot_lone_request(results, options.results)
     print(table)
     return results
 
@@ -283,6 +387,30 @@ def summarize(results: dict) -> dict:
                 if point:
                     summary[f"{variant}_{precision}_requests_per_execution_c{clients}"] = point["avg_dynamic_batch"]
                     summary[f"{variant}_{precision}_padding_efficiency_c{clients}"] = point["padding_efficiency"]
+    for reference in results.get("onnx_runtime", []):
+        precision = reference["precision"]
+        summary[f"onnx_runtime_{precision}_texts_per_second"] = reference["texts_per_second"]
+        summary[f"onnx_runtime_{precision}_p50_ms_one_text"] = reference["p50_ms_one_text"]
+        throughput = {v: summary.get(f"{v}_{precision}_best_texts_per_second") for v in variants}
+        latency = {v: summary.get(f"{v}_{precision}_p50_ms_c1_b1") for v in variants}
+        throughput = {v: x / reference["texts_per_second"] for v, x in throughput.items() if x}
+        latency = {v: x / reference["p50_ms_one_text"] for v, x in latency.items() if x}
+        for variant in throughput:
+            summary[f"{variant}_{precision}_texts_per_second_vs_onnx_runtime"] = throughput[variant]
+        for variant in latency:
+            summary[f"{variant}_{precision}_p50_vs_onnx_runtime"] = latency[variant]
+        if throughput:  # issue 15's targets: >= 1.0 and <= 1.25, for the best variant of each
+            fastest = max(throughput, key=throughput.get)
+            summary[f"best_served_{precision}_texts_per_second_vs_onnx_runtime"] = throughput[fastest]
+            summary[f"best_served_{precision}_texts_per_second_variant"] = fastest
+        if latency:
+            quickest = min(latency, key=latency.get)
+            summary[f"best_served_{precision}_p50_vs_onnx_runtime"] = latency[quickest]
+            summary[f"best_served_{precision}_p50_variant"] = quickest
+    for system, measured in results.get("accuracy", {}).items():
+        variant = system.removeprefix("triton-").replace("-", "_")
+        summary[f"{variant}_accuracy_loss_points"] = measured["accuracy_loss_points"]
+        summary[f"{variant}_label_agreement_with_eager_fp32"] = measured["label_agreement_with_eager_fp32"]
     fp32, default = _best(points, f"triton-{DEFAULT_CLASSIFIER}-fp32"), f"triton-{DEFAULT_CLASSIFIER}-fp32"
     summary["served_default_classifier"] = DEFAULT_CLASSIFIER
     if fp32:
@@ -325,6 +453,11 @@ def markdown(results: dict) -> str:
         f"| eager, length-sorted (in-process) | {r['batch_size']} | - | {r['texts_per_second']:.1f} | | | | | 0 "
         f"| | | {r['padding_efficiency']:.2f} | |"
     )
+    for r in results.get("onnx_runtime", []):
+        lines.append(
+            f"| ONNX Runtime {r['precision']} (in-process, {r['threads']} threads) | {r['batch_size']} | - | "
+            f"{r['texts_per_second']:.1f} | | {r['p50_ms_one_text']:.1f} (one text) | | | 0 | | | | |"
+        )
     for p in results["points"]:
         lines.append(
             f"| {p['system']} | {p['batch_size']} | {p['concurrency']} | {p['texts_per_second']:.1f} | "
@@ -332,12 +465,99 @@ def markdown(results: dict) -> str:
             f"{p['errors']} | {_fmt(p.get('avg_dynamic_batch'))} | {_fmt(p.get('queue_ms'), '.2f')} | "
             f"{_fmt(p.get('padding_efficiency'), '.2f')} | {p['loadgen_cpu_percent']:.0f} |"
         )
-    lines.append("")
+    lines += ["", lone_request_table(results), "", accuracy_table(results), ""]
     lines.append("| ratio | value |")
     lines.append("|---|---:|")
     for key, value in results["summary"].items():
         lines.append(f"| {key} | {value if isinstance(value, str) else _fmt(value, '.3g')} |")
     return "\n".join(lines)
+
+
+def lone_request_steps(lone: dict, ensemble: str) -> dict[str, float]:
+    """Where the mean time of a lone request goes (ms): the client and gRPC, each step's queue
+    and compute, and the ensemble's hand-overs between steps."""
+    steps = lone["steps"]
+    server = steps[ensemble]["total"]
+    parts = {"client + gRPC": lone["mean_ms"] - server}
+    for model, times in steps.items():
+        if model != ensemble:
+            parts[f"{model} queue"] = times["queue"]
+            parts[f"{model} compute"] = compute_ms(times)
+    parts["hand-overs"] = server - sum(t["queue"] + compute_ms(t) for m, t in steps.items() if m != ensemble)
+    return parts
+
+
+def compute_ms(times: dict) -> float:
+    return times["compute_input"] + times["compute_infer"]  # compute_output overlaps the next step
+
+
+def accuracy_table(results: dict) -> str:
+    measured = results.get("accuracy", {})
+    if not measured:
+        return ""
+    lines = [
+        f"| validation, {next(iter(measured.values()))['texts']} texts | accuracy | points below eager fp32 "
+        "| labels = eager fp32 |",
+        "|---|---:|---:|---:|",
+        f"| eager fp32 (in-process) | {results['eager_fp32_accuracy']:.2%} | 0 | 100% |",
+    ]
+    for system, r in measured.items():
+        lines.append(
+            f"| {system} | {r['accuracy']:.2%} | {r['accuracy_loss_points']:.2f} | {r['label_agreement_with_eager_fp32']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
+def lone_request_table(results: dict) -> str:
+    """One client, one text per request: each step's mean time from Triton's per-model statistics."""
+    rows = [(r["system"], r["p50_ms"], lone_request_steps(r, results["ensemble"])) for r in results["lone_requests"]]
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(c for _, _, parts in rows for c in parts))
+    lines = [
+        "| one client, one text | client p50 ms | client mean ms | " + " | ".join(columns) + " |",
+        "|---|---:|---:|" + "---:|" * len(columns),
+    ]
+    for system, p50, parts in rows:
+        mean = sum(parts.values())
+        cells = " | ".join(_fmt(parts.get(c), ".2f") for c in columns)
+        lines.append(f"| {system} | {p50:.2f} | {mean:.2f} | {cells} |")
+    return "\n".join(lines)
+
+
+def plot_lone_request(results: dict, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(r["system"], lone_request_steps(r, results["ensemble"])) for r in results["lone_requests"]]
+    if not rows:
+        return
+    columns = list(dict.fromkeys(c for _, parts in rows for c in parts))
+    fig, axis = plt.subplots(figsize=(11, 0.5 * len(rows) + 2))
+    for index, column in enumerate(columns):
+        widths = [max(parts.get(column, 0.0), 0.0) for _, parts in rows]
+        lefts = [sum(max(v, 0.0) for c, v in parts.items() if columns.index(c) < index) for _, parts in rows]
+        axis.barh([s for s, _ in rows], widths, left=lefts, label=column, color=plt.cm.tab10(index % 10))
+    for reference in results.get("onnx_runtime", []):
+        axis.axvline(
+            reference["p50_ms_one_text"], color="black", linestyle=":" if reference["precision"] == "int8" else "--"
+        )
+        axis.annotate(
+            f"ONNX Runtime {reference['precision']} in-process p50",
+            (reference["p50_ms_one_text"], len(rows) - 0.5),
+            rotation=90,
+            fontsize=7,
+            va="top",
+        )
+    axis.set_xlabel("mean ms per request (one client, one text)")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.invert_yaxis()
+    fig.suptitle("Where a lone request's time goes (Triton per-model statistics)")
+    fig.tight_layout()
+    fig.savefig(folder / "lone_request_steps.png", dpi=110)
+    plt.close(fig)
 
 
 def plot(results: dict, folder: Path) -> None:
@@ -374,6 +594,13 @@ def plot(results: dict, folder: Path) -> None:
         linestyle=":",
         label="eager length-sorted, in-process",
     )
+    for reference in results.get("onnx_runtime", []):
+        throughput.axhline(
+            reference["texts_per_second"],
+            color="darkred",
+            linestyle=":" if reference["precision"] == "int8" else "--",
+            label=f"ONNX Runtime {reference['precision']}, in-process",
+        )
     for axis, label in ((throughput, "texts/s"), (latency, "p95 latency (ms)")):
         axis.set_xscale("log", base=2)
         axis.set_xlabel("concurrent requests")
@@ -389,8 +616,6 @@ def plot(results: dict, folder: Path) -> None:
 
 def model_table(checkpoints: list[Path], options: BenchOptions) -> list[dict]:
     """The model card's comparison table, every number measured through the served ensemble."""
-    from .evaluation import EvaluationOptions, evaluate
-
     texts = data_module.load(options.data).splits["validation"].texts
     rows = []
     for index, checkpoint in enumerate(checkpoints, 1):
@@ -438,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=defaults.concurrency)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=defaults.batch_sizes)
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="measured seconds per point")
+    parser.add_argument(
+        "--lone-requests", type=int, default=defaults.lone_requests, help="one-text requests timed step by step"
+    )
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument(
         "--classifiers",
@@ -457,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         batch_sizes=args.batch_sizes,
         seconds=args.seconds,
+        lone_requests=args.lone_requests,
         int8=not args.no_int8,
         fastapi=not args.no_fastapi,
         classifiers=args.classifiers,

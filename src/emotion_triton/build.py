@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,10 +16,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import data as data_module
-from .export import check_against_eager, install, trace
+from .export import STAGING_PREFIX, check_against_eager, install, trace
 from .hub import HubUnavailableError, resolve_packaged_model
-from .metrics import format_metrics, plot_confusion_matrix
+from .metrics import classification_metrics, format_metrics, plot_confusion_matrix
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
+from .onnx_export import build_onnx
 from .repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
 from .training import TrainingArguments, evaluate, fine_tune
 
@@ -29,7 +33,8 @@ class BuildOptions:
     repository: Path = DEFAULT_REPOSITORY
     output_dir: Path | None = None  # fine-tuned checkpoint and resumable state; default runs/<name>
     labels: list[str] | None = None
-    quantize: str = "none"  # "int8": PyTorch dynamic int8 quantization of the Linear layers (CPU serving)
+    # "int8": dynamic int8 quantization for CPU serving: PyTorch's of the Linear layers (model.pt), ONNX Runtime's (model.onnx)
+    quantize: str = "none"
     training: TrainingArguments = field(default_factory=TrainingArguments)
 
 
@@ -95,49 +100,95 @@ def build(options: BuildOptions) -> dict:
                 metrics, work_dir / "confusion_matrix.png", f"{run_name(options)} (validation)"
             )
 
-    if options.quantize == "int8":
-        model = quantize_int8(model, tokenizer, data, args.max_length, report)
-        title = f"{run_name(options)} int8 (validation)"
-        confusion_png = plot_confusion_matrix(report["validation"], work_dir / "confusion_matrix_int8.png", title)
-
     texts = _check_texts(data, tokenizer)
-    stages = tqdm(total=2, desc="export", unit="stage", dynamic_ncols=True)
-    started = time.perf_counter()
-    scripted = trace(model, tokenizer, texts, args.max_length)
-    stages.update(1)
-    report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, args.max_length)
-    stages.update(1)
-    stages.close()
-    report["export_seconds"] = round(time.perf_counter() - started, 1)
-    install(ensemble, scripted, tokenizer, label_names, args.max_length, report, confusion_png)
-    print(f"installed {ensemble.model_file} and {ensemble.tokenizer_file}; report: {ensemble.report_file}")
+    int8 = options.quantize == "int8"
+    if int8 and (data is None or "validation" not in data.splits):
+        raise QuantizationRefused("--quantize int8 needs --data with a validation split to measure its accuracy loss")
+    stages = tqdm(total=3, desc="export", unit="stage", dynamic_ncols=True)
+    onnx_folder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-onnx-"))
+    try:
+        # From the fp32 model: ONNX Runtime quantizes the exported file itself.
+        report["onnx"] = build_onnx(model, tokenizer, texts, args.max_length, onnx_folder, int8)
+        if int8:
+            report["onnx"]["quantization"] = check_onnx_int8(
+                onnx_folder / "model.onnx", model, tokenizer, data, args.max_length, report["validation"]
+            )
+        stages.update(1)
+
+        if int8:
+            model = quantize_int8(model, tokenizer, data, args.max_length, report)
+            title = f"{run_name(options)} int8 (validation)"
+            confusion_png = plot_confusion_matrix(report["validation"], work_dir / "confusion_matrix_int8.png", title)
+        started = time.perf_counter()
+        scripted = trace(model, tokenizer, texts, args.max_length)
+        stages.update(1)
+        report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, args.max_length)
+        stages.update(1)
+        stages.close()
+        report["export_seconds"] = round(time.perf_counter() - started, 1)
+        install(
+            ensemble,
+            scripted,
+            tokenizer,
+            label_names,
+            args.max_length,
+            report,
+            confusion_png,
+            onnx_folder / "model.onnx",
+        )
+    finally:
+        shutil.rmtree(onnx_folder, ignore_errors=True)
+    print(
+        f"installed {ensemble.model_file}, {ensemble.onnx_file.name} and {ensemble.tokenizer_file}; "
+        f"report: {ensemble.report_file}"
+    )
     return report
+
+
+def _accuracy_loss(fp32: dict, quantized: dict, what: str) -> dict:
+    """The int8 gate: refuses a quantized model that loses more than the limit against fp32."""
+    loss = 100 * (fp32["accuracy"] - quantized["accuracy"])
+    print(
+        f"{what}: validation accuracy {quantized['accuracy']:.4f} (fp32 {fp32['accuracy']:.4f}, loss {loss:.2f} points)"
+    )
+    if loss > MAX_INT8_ACCURACY_LOSS_POINTS:
+        raise QuantizationRefused(
+            f"{what} loses {loss:.2f} points of validation accuracy (limit {MAX_INT8_ACCURACY_LOSS_POINTS}); "
+            "nothing was installed"
+        )
+    return {
+        "fp32_accuracy": fp32["accuracy"],
+        "int8_accuracy": quantized["accuracy"],
+        "accuracy_loss_points": round(loss, 3),
+        "limit_points": MAX_INT8_ACCURACY_LOSS_POINTS,
+    }
+
+
+def check_onnx_int8(path: Path, fp32_model, tokenizer, data, max_length: int, fp32_metrics: dict) -> dict:
+    """The int8 model.onnx's validation accuracy, through ONNX Runtime, against the fp32 model's."""
+    from .modeling import predict_logits
+    from .onnx_export import predict_logits as onnx_logits
+    from .onnx_export import session
+
+    texts = data.splits["validation"].texts
+    logits = onnx_logits(session(path), tokenizer, texts, max_length, len(data.label_names))
+    metrics = classification_metrics(data.ids("validation"), logits.argmax(axis=1).tolist(), data.label_names)
+    agreement = float((logits.argmax(1) == predict_logits(fp32_model, tokenizer, texts, max_length).argmax(1)).mean())
+    return {**_accuracy_loss(fp32_metrics, metrics, "int8 model.onnx"), "label_agreement_with_fp32": agreement}
 
 
 def quantize_int8(model, tokenizer, data, max_length: int, report: dict):
     """Dynamic int8 quantization of the Linear layers, refused when it costs too much accuracy."""
     import torch
 
-    if data is None or "validation" not in data.splits:
-        raise QuantizationRefused("--quantize int8 needs --data with a validation split to measure its accuracy loss")
     quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     metrics = evaluate(quantized, tokenizer, data, "validation", max_length)
     fp32 = report["validation"]
-    loss = 100 * (fp32["accuracy"] - metrics["accuracy"])
     report["quantization"] = {
         "mode": "int8 dynamic (torch.ao.quantization.quantize_dynamic, Linear layers)",
-        "fp32_accuracy": fp32["accuracy"],
-        "int8_accuracy": metrics["accuracy"],
-        "accuracy_loss_points": round(loss, 3),
-        "limit_points": MAX_INT8_ACCURACY_LOSS_POINTS,
+        **_accuracy_loss(fp32, metrics, "int8 model.pt"),
     }
     report["validation_fp32"], report["validation"] = fp32, metrics
-    print(f"int8: validation accuracy {metrics['accuracy']:.4f} (fp32 {fp32['accuracy']:.4f}, loss {loss:.2f} points)")
-    if loss > MAX_INT8_ACCURACY_LOSS_POINTS:
-        raise QuantizationRefused(
-            f"int8 loses {loss:.2f} points of validation accuracy (limit {MAX_INT8_ACCURACY_LOSS_POINTS}); "
-            "nothing was installed"
-        )
     return quantized
 
 

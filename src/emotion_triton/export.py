@@ -169,6 +169,26 @@ def ragged_batch(requests: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torc
     return ids.long(), mask.long(), torch.cat(widths)
 
 
+def _spaced(texts: list[str]) -> list[str]:
+    by_length = sorted(texts, key=len)
+    return by_length[:: max(1, len(by_length) // 16)][:16]
+
+
+def parity_cases(texts: list[str]) -> list[list[list[str]]]:
+    """Dynamic batches to check an export on: each a list of requests, each a list of texts."""
+    by_length = sorted(texts, key=len)
+    spaced = _spaced(texts)
+    too_long = by_length[-1] + " " + by_length[-1]  # past max_length: exercises truncation
+    return [
+        [by_length[:1]],  # one text, no padding
+        [by_length[-1:]],
+        [[too_long]],
+        [by_length[:3] + by_length[-2:]],  # one request padded to its longest text
+        [[text] for text in spaced],  # single-text requests of every length: several chunks
+        [spaced[:4], [too_long] * 2, spaced[4:5], spaced[-3:]],  # mixed requests, truncation
+    ]
+
+
 def check_against_eager(scripted, model, tokenizer, texts: list[str], max_length: int) -> dict:
     """Compares the TorchScript module with the eager model; raises ExportCheckError on a mismatch.
 
@@ -177,19 +197,9 @@ def check_against_eager(scripted, model, tokenizer, texts: list[str], max_length
     """
     model.eval()
     quantized = _is_quantized(model)
-    by_length = sorted(texts, key=len)
-    spaced = by_length[:: max(1, len(by_length) // 16)][:16]
-    too_long = by_length[-1] + " " + by_length[-1]  # past max_length: exercises truncation
-    cases = [
-        [by_length[:1]],  # one text, no padding
-        [by_length[-1:]],
-        [[too_long]],
-        [by_length[:3] + by_length[-2:]],  # one request padded to its longest text
-        [[text] for text in spaced],  # single-text requests of every length: several chunks
-        [spaced[:4], [too_long] * 2, spaced[4:5], spaced[-3:]],  # mixed requests, truncation
-    ]
+    cases = parity_cases(texts)
     if quantized:  # every text alone too: the one layout where int8 must match exactly
-        cases += [[[text]] for text in spaced]
+        cases += [[[text]] for text in _spaced(texts)]
     worst, worst_mixed, checked = 0.0, 0.0, 0
     with torch.no_grad():
         for case in cases:
@@ -266,8 +276,9 @@ def install(
     max_length: int,
     report: dict,
     confusion_png: Path | None = None,
+    onnx_model: Path | None = None,
 ) -> None:
-    """Writes model.pt, tokenizer.json, labels, max_length and the build report into the repository."""
+    """Writes model.pt (and model.onnx), tokenizer.json, labels, max_length and the build report into the repository."""
     remove_stale_staging(ensemble.repository)
     # Outside the repository: tritonserver loads every folder in it as a model, and a build killed
     # here (SIGKILL, out of memory) must not leave one behind.
@@ -282,6 +293,8 @@ def install(
             (staging / "tokenizer.json", ensemble.tokenizer_file),
             (staging / "build_report.json", ensemble.report_file),
         ]
+        if onnx_model is not None:
+            moves.append((Path(onnx_model), ensemble.onnx_file))
         if confusion_png is not None:
             moves.append((Path(confusion_png), ensemble.report_file.with_name("confusion_matrix.png")))
         for source, target in moves:

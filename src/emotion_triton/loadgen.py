@@ -26,6 +26,7 @@ class LoadResult:
     errors: int
     texts_per_second: float
     requests_per_second: float
+    mean_ms: float
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -90,6 +91,7 @@ async def closed_loop(
         errors=counts["errors"],
         texts_per_second=counts["texts"] / seconds,
         requests_per_second=(counts["requests"] - counts["errors"]) / seconds,
+        mean_ms=float(ms.mean()),
         p50_ms=float(np.percentile(ms, 50)),
         p95_ms=float(np.percentile(ms, 95)),
         p99_ms=float(np.percentile(ms, 99)),

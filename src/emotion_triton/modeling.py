@@ -47,12 +47,20 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_si
     """Logits of the eager model, in the order of `texts`; batches are length-sorted to skip padding."""
     model.eval()
     device = next(model.parameters()).device
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu().numpy()
+
+    return sorted_batch_logits(forward, tokenizer, texts, max_length, model.config.num_labels, batch_size)
+
+
+def sorted_batch_logits(forward, tokenizer, texts: list[str], max_length: int, num_labels: int, batch_size: int = 64):
+    """`forward(input_ids, attention_mask)` -> logits over length-sorted padded batches, in the order of `texts`."""
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    logits = np.zeros((len(texts), num_labels), dtype=np.float32)
     for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
         padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-        out = model(input_ids=padded["input_ids"].to(device), attention_mask=padded["attention_mask"].to(device))
-        logits[batch] = out.logits.float().cpu().numpy()
+        logits[batch] = forward(padded["input_ids"], padded["attention_mask"])
     return logits
 
 

@@ -22,11 +22,12 @@ DEFAULT_ENSEMBLE = "emotion"
 CLASSIFIER_CONFIGS = {
     "libtorch": "cpu",  # the production config.pbtxt on CPU instances: Triton's PyTorch backend
     "python": "python",  # the same model.pt inside a Python-backend model
+    "onnx": "onnx",  # model.onnx on ONNX Runtime inside a Python-backend model
 }
 
 
 # Written by build/build.py; never part of a repository's source (see .gitignore).
-BUILD_OUTPUTS = ("*.pt", "tokenizer.json", "build_report.json", "*.png", "__pycache__")
+BUILD_OUTPUTS = ("*.pt", "*.onnx", "tokenizer.json", "build_report.json", "*.png", "__pycache__")
 
 
 def copy_sources(target: str | Path, source: str | Path = DEFAULT_REPOSITORY) -> Path:
@@ -96,6 +97,10 @@ class Ensemble:
     @property
     def model_file(self) -> Path:
         return self.version_dir(self.classifier) / "model.pt"
+
+    @property
+    def onnx_file(self) -> Path:
+        return self.version_dir(self.classifier) / "model.onnx"
 
     @property
     def report_file(self) -> Path:

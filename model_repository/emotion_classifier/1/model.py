@@ -15,12 +15,12 @@ request the model cannot read fails alone instead of failing its whole batch.
 
 import contextlib
 import json
-import mmap
 import os
-import tempfile
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from core_sharing import CoreSharing
+from ragged_requests import answer
 
 # Read once, by the OpenMP runtime that loads with torch, and only matters with more
 # than one intra-op thread: an idle OpenMP thread stops spinning after 3000 polls
@@ -47,7 +47,8 @@ class TritonPythonModel:
         if threads > 0:
             torch.set_num_threads(threads)
         threads_alone = int(params.get("intra_op_threads_alone", "0"))
-        self.cores = CoreSharing(args, config, threads, threads_alone) if threads_alone > threads > 0 else None
+        self.threads, self.threads_alone = threads, threads_alone
+        self.cores = CoreSharing(args, config) if threads_alone > threads > 0 else None
         # The libtorch backend's switch, honoured here too: TorchScript's optimizing executor
         # re-profiles the graph for every new input shape, and every batch is a new shape.
         self.optimized_execution = params.get("DISABLE_OPTIMIZED_EXECUTION", "false").lower() != "true"
@@ -71,39 +72,7 @@ class TritonPythonModel:
         # One request in a dynamic batch means the queue held nothing else: spreading it over
         # idle cores costs no other request anything.
         with self.cores.busy(spread=len(requests) == 1) if self.cores else contextlib.nullcontext():
-            return self._execute(requests, isolate=True)
-
-    def _execute(self, requests, isolate):
-        inputs = {}  # request index -> (ids, mask)
-        responses = [None] * len(requests)
-        for index, request in enumerate(requests):
-            ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS__0").as_numpy()
-            mask = pb_utils.get_input_tensor_by_name(request, "ATTENTION_MASK__1").as_numpy()
-            if ids.shape != mask.shape or ids.ndim != 2:
-                message = f"INPUT_IDS__0 {ids.shape} and ATTENTION_MASK__1 {mask.shape} must have one equal 2-D shape"
-                error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
-                responses[index] = pb_utils.InferenceResponse(error=error)
-            else:
-                inputs[index] = (ids, mask)
-        if not inputs:
-            return responses
-        try:
-            logits, token_counts = self._forward(list(inputs.values()))
-        except Exception:  # a request the model cannot read (token ids out of range): find it
-            if not isolate:
-                raise
-            return self._one_by_one(requests, responses)
-        start = 0
-        for index, (ids, _) in inputs.items():
-            end = start + len(ids)
-            responses[index] = pb_utils.InferenceResponse(
-                output_tensors=[
-                    pb_utils.Tensor("LOGITS__0", logits[start:end]),
-                    pb_utils.Tensor("TOKEN_COUNTS__1", token_counts[start:end]),
-                ]
-            )
-            start = end
-        return responses
+            return answer(requests, self._forward)
 
     def _forward(self, batch):
         """The graph's outputs for [(ids, mask), ...], passed as the libtorch backend passes a ragged batch."""
@@ -113,74 +82,12 @@ class TritonPythonModel:
             np.concatenate([np.full((len(ids), 1), ids.shape[1], dtype=np.int32) for ids, _ in batch])
         )
         if self.cores:
-            self.cores.set_threads()
+            threads = self.threads_alone if self.cores.alone() else self.threads
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
             logits, token_counts = self.model(ids, mask, widths)
         return logits.numpy(), token_counts.numpy()
-
-    def _one_by_one(self, requests, responses):
-        """Runs each remaining request alone, so only a request the model cannot read fails."""
-        for index, request in enumerate(requests):
-            if responses[index] is not None:
-                continue
-            try:
-                responses[index] = self._execute([request], isolate=False)[0]
-            except Exception as error:
-                pb_utils.Logger.log_error(f"emotion_classifier: {error}")
-                message = "INPUT_IDS__0 holds token ids the model cannot read"
-                error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
-                responses[index] = pb_utils.InferenceResponse(error=error)
-        return responses
-
-
-class CoreSharing:
-    """Lets a forward pass use more threads while the model's other instances are idle.
-
-    Instances are separate processes: each marks itself busy for a whole execute() in its
-    byte of a small file they all map.
-    """
-
-    def __init__(self, args, config, threads_shared, threads_alone):
-        names = [f"{group['name']}_{i}" for group in config["instance_group"] for i in range(int(group["count"]))]
-        self.slot = names.index(args["model_instance_name"])
-        self.threads_shared, self.threads_alone = threads_shared, threads_alone
-        folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-        # Named after the server process: the instances of this server, and only those, share it.
-        self.path = os.path.join(folder, f"{args['model_name']}_busy_instances_{os.getppid()}")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < len(names):
-                os.ftruncate(fd, len(names))
-            self.board = mmap.mmap(fd, len(names))
-        finally:
-            os.close(fd)
-        self.board[self.slot] = 0  # a restarted instance clears the mark of the one it replaces
-        self.spread = False
-
-    @contextlib.contextmanager
-    def busy(self, spread: bool):
-        """Marks this instance busy for a whole execute(); `spread`: it may use idle cores."""
-        self.board[self.slot] = 1
-        self.spread = spread
-        try:
-            yield
-        finally:
-            self.board[self.slot] = 0
-            self.spread = False
-
-    def set_threads(self):
-        """Before each forward pass. Two instances that mark themselves busy together both see the other busy."""
-        alone = self.spread and not any(self.board[: self.slot] + self.board[self.slot + 1 :])
-        threads = self.threads_alone if alone else self.threads_shared
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-
-    def close(self):
-        self.board.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass  # another instance removed it first
 
 
 LINEAR = """
