@@ -13,6 +13,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from emotion_triton import build as build_module
+from emotion_triton import onnx_export
 from emotion_triton.benchmark import BenchOptions, model_table, run
 from emotion_triton.build import BuildOptions, QuantizationRefused, build
 from emotion_triton.client import EmotionClient
@@ -53,17 +54,27 @@ def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small
 def test_int8_serves_with_the_exports_parity_on_both_classifiers(
     tmp_path, built_repository, small_data, validation_texts, monkeypatch, classifier
 ):
-    """Alone, each text's served int8 scores equal the eager int8 model's; in a dynamic batch of mixed
-    lengths they stay within the export's int8 bound (dynamic int8 scales activations per chunk)."""
+    """Alone, each text's served int8 scores equal the in-process int8 model's (torch's for model.pt,
+    ONNX Runtime's for model.onnx); in a dynamic batch of mixed lengths they stay within the
+    export's int8 bound (dynamic int8 scales activations per chunk)."""
     _, checkpoint = built_repository("distilbert")
     monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
     options = int8_options(tmp_path, checkpoint, small_data)
     build(options)
+    ensemble = Ensemble.read(options.repository)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    eager = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
-    int8 = torch.ao.quantization.quantize_dynamic(eager, {torch.nn.Linear}, dtype=torch.qint8)
     texts = sorted(validation_texts[:40], key=len)[::4]
-    expected = softmax(predict_logits(int8, tokenizer, texts, Ensemble.read(options.repository).max_length, 1))
+    if classifier == "onnx":
+        onnx_session = onnx_export.session(ensemble.onnx_file)
+        alone_logits = []
+        for text in texts:
+            encoded = tokenizer([text], truncation=True, max_length=ensemble.max_length, return_tensors="np")
+            alone_logits.append(onnx_export.run(onnx_session, encoded["input_ids"], encoded["attention_mask"])[0])
+        expected = softmax(np.array(alone_logits))
+    else:
+        eager = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        int8 = torch.ao.quantization.quantize_dynamic(eager, {torch.nn.Linear}, dtype=torch.qint8)
+        expected = softmax(predict_logits(int8, tokenizer, texts, ensemble.max_length, 1))
     server = start_server(options.repository, tmp_path, classifier=classifier)
     try:
         with EmotionClient(server.grpc_url) as client:
@@ -75,7 +86,13 @@ def test_int8_serves_with_the_exports_parity_on_both_classifiers(
     alone_scores = np.array([[p.scores[label] for label in labels] for p in alone])
     mixed_scores = np.array([[p.scores[label] for label in labels] for p in mixed])
     assert np.abs(alone_scores - expected).max() < 1e-4
-    assert [p.label for p in alone] == [labels[i] for i in expected.argmax(1)]
+    # The label wherever it is decided: a tiny random model's scores are near-uniform, and two classes
+    # within the score tolerance of each other may swap with the summation order of other thread counts.
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > 1e-4
+    assert decided.sum() >= len(texts) // 2
+    served_labels = np.array([p.label for p in alone])
+    assert (served_labels == np.array([labels[i] for i in expected.argmax(1)]))[decided].all()
     assert np.abs(mixed_scores - expected).max() < INT8_MIXED_BATCH_TOLERANCE
 
 
