@@ -13,7 +13,7 @@ from pathlib import Path
 
 from emotion_triton.build import BuildOptions, build
 from emotion_triton.export import ExportCheckError
-from emotion_triton.hub import HubUnavailableError
+from emotion_triton.hub import ModelSourceError
 from emotion_triton.repository import PROJECT_ROOT
 from emotion_triton.training import PRESETS, TrainingArguments
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     options = parse_args(argv)
     try:
         build(options)
-    except (HubUnavailableError, ExportCheckError, FileNotFoundError, ValueError) as error:
+    except (ModelSourceError, ExportCheckError, FileNotFoundError, ValueError) as error:
         print(f"build failed: {error}", file=sys.stderr)
         return 2
     return 0

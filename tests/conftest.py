@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from emotion_triton.build import BuildOptions, build
-from emotion_triton.data import read_file
+from emotion_triton.data import EMOTION_DATA_DIR, read_file
 from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
 from emotion_triton.server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions, free_port
 from emotion_triton.training import TrainingArguments
@@ -16,7 +16,7 @@ from .tiny_models import make_tiny_base
 
 # Every classifier variant a CPU host serves: the production libtorch config and the Python backend.
 CLASSIFIERS = tuple(CLASSIFIER_CONFIGS)
-EMOTION_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion"
+EMOTION_DATA = EMOTION_DATA_DIR
 
 
 @pytest.fixture(scope="session")

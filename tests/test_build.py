@@ -49,6 +49,10 @@ def test_build_installs_a_checked_model_and_a_full_report(family, built_reposito
     assert report["export_check"]["max_abs_logit_difference"] < 1e-4
     assert ensemble.report_file.with_name("confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (checkpoint / "config.json").exists()
+    # model.onnx of the same checkpoint, checked against the eager model on the same batches.
+    assert report["onnx"]["precision"] == "fp32" and ensemble.onnx_file.stat().st_size > 0
+    assert report["onnx"]["export_check"]["max_abs_logit_difference"] < 1e-4
+    assert report["onnx"]["export_check"]["texts_checked"] == report["export_check"]["texts_checked"]
 
     # The TorchScript signature is the classifier config's: (ids, mask, row widths) -> (logits, token counts).
     scripted = torch.jit.load(str(ensemble.model_file))
@@ -60,20 +64,29 @@ def test_build_installs_a_checked_model_and_a_full_report(family, built_reposito
     assert token_counts.tolist() == [[4, 4], [3, 4]]
 
 
-def test_a_torchscript_file_that_differs_from_the_eager_model_is_never_installed(
-    tmp_path, tiny_base, small_data, monkeypatch
+@pytest.mark.parametrize(
+    ("exporter", "message"),
+    [
+        ("emotion_triton.build.trace", "TorchScript differs"),
+        ("emotion_triton.onnx_export.export", "model.onnx differs"),
+    ],
+    ids=["model.pt", "model.onnx"],
+)
+def test_a_file_that_differs_from_the_eager_model_is_never_installed(
+    tmp_path, tiny_base, small_data, monkeypatch, exporter, message
 ):
     repository = copy_repository(tmp_path / "repo")
-    real_trace = export.trace
+    module, _, name = exporter.rpartition(".")
+    real_exporter = getattr(importlib.import_module(module), name)
 
-    def broken_trace(model, *args):
-        # A TorchScript file of slightly different weights: the output layer's bias is off by 1e-3.
+    def broken_exporter(model, *args):
+        # A file of slightly different weights: the output layer's bias is off by 1e-3.
         other = copy.deepcopy(model)
         with torch.no_grad():
             list(other.parameters())[-1].add_(1e-3)
-        return real_trace(other, *args)
+        return real_exporter(other, *args)
 
-    monkeypatch.setattr("emotion_triton.build.trace", broken_trace)
+    monkeypatch.setattr(exporter, broken_exporter)
     options = BuildOptions(
         base_model=str(tiny_base("bert")),
         data=str(small_data),
@@ -81,10 +94,11 @@ def test_a_torchscript_file_that_differs_from_the_eager_model_is_never_installed
         output_dir=tmp_path / "run",
         training=TrainingArguments(max_steps=1, batch_size=8),
     )
-    with pytest.raises(export.ExportCheckError, match="nothing was installed"):
+    with pytest.raises(export.ExportCheckError, match=f"{message} .*nothing was installed"):
         build(options)
     ensemble = Ensemble.read(repository)
-    assert not ensemble.model_file.exists() and not ensemble.tokenizer_file.exists()
+    assert not ensemble.model_file.exists() and not ensemble.onnx_file.exists()
+    assert not ensemble.tokenizer_file.exists()
     assert sorted(p.name for p in repository.iterdir()) == sorted(p.name for p in PROJECT_REPOSITORY.iterdir())
 
 
@@ -206,6 +220,31 @@ def test_build_script_prints_one_line_offline(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("build failed: cannot load data set 'dair-ai/emotion'")
     assert "--data" in result.stderr
+
+
+MISSING_CHECKPOINT = "runs/no-such-run/checkpoint"
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        [str(PROJECT / "build" / "build.py"), "--finetuned", MISSING_CHECKPOINT],
+        ["-m", "emotion_triton.benchmark", "--checkpoint", MISSING_CHECKPOINT],
+        ["-m", "emotion_triton.benchmark", "--models", MISSING_CHECKPOINT],
+    ],
+    ids=["build", "bench", "bench-models"],
+)
+def test_a_checkpoint_path_that_does_not_exist_is_one_line_naming_it(tmp_path, arguments):
+    """Not a traceback, and not "the Hub is unreachable": the path was meant as a path."""
+    where = ["--repository", str(copy_repository(tmp_path / "r"))] if "--finetuned" in arguments else []
+    where = where or ["--results", str(tmp_path / "bench")]
+    result = subprocess.run(
+        [sys.executable, *arguments, *where], capture_output=True, text=True, cwd=PROJECT, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{MISSING_CHECKPOINT}: no such file or directory" in lines[0], lines
+    assert "Hub" not in lines[0], lines
 
 
 def test_the_offline_preset_keeps_its_run_where_the_benchmark_looks():

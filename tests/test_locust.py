@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from emotion_triton import loadtest
-from emotion_triton.client import ClientError
+from emotion_triton.client import RequestTimeoutError, ServerOverloadedError
 from emotion_triton.data import EMOTION_LABELS, read_file
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -84,9 +84,9 @@ def test_answers_are_checked_and_failures_named_by_kind():
     assert "not among" in loadtest.check_answer(["sadness", "calm"], scores, 2, LABELS)
     assert "highest" in loadtest.check_answer(["joy", "anger"], scores, 2, LABELS)
     assert "probabilities" in loadtest.check_answer(["sadness", "anger"], scores * 2, 2, LABELS)
-    overloaded = ClientError("the server is overloaded: Exceeds maximum queue size", "overloaded")
+    overloaded = ServerOverloadedError("the server is overloaded: Exceeds maximum queue size")
     assert loadtest.failure_message(overloaded) == "overloaded: the server is overloaded: Exceeds maximum queue size"
-    assert loadtest.failure_message(ClientError("no answer in time", "timeout")).startswith("timeout: ")
+    assert loadtest.failure_message(RequestTimeoutError("no answer in time")).startswith("timeout: ")
     assert loadtest.failure_message(KeyError("x")) == "error: KeyError: 'x'"
 
 

@@ -31,7 +31,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from tritonclient.utils import InferenceServerException
 
 from emotion_triton import soak
-from emotion_triton.client import ClientError, EmotionClient
+from emotion_triton.client import ClientError, EmotionClient, RequestTimeoutError, ServerOverloadedError
 from emotion_triton.export import trace
 from emotion_triton.modeling import predict_logits, softmax
 from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble
@@ -535,7 +535,7 @@ def test_overload_is_refused_fast_and_the_answered_latency_stays_bounded(built_r
                     try:
                         client.classify([SLOW_TEXT] * 64)
                     except ClientError as error:
-                        retried.append(error.kind)
+                        retried.append(type(error))
 
         threads = [threading.Thread(target=flood, args=(i,)) for i in range(24)]
         threads += [threading.Thread(target=classify) for _ in range(2)]
@@ -559,8 +559,8 @@ def test_overload_is_refused_fast_and_the_answered_latency_stays_bounded(built_r
         assert p99 < 3 * queue_timeout + 7, f"p99 of answered requests {p99:.1f} s"
         # The project's client retried the overload answers and reported them.
         assert any(r.attempts > 1 for r in records), "EmotionClient never retried"
-        assert set(retried) <= {"overloaded"}
-        assert all(r.error is None or r.error.kind == "overloaded" for r in records)
+        assert set(retried) <= {ServerOverloadedError}
+        assert all(r.error is None or isinstance(r.error, ServerOverloadedError) for r in records)
         time.sleep(queue_timeout)  # the flood's last requests leave the queues
         assert_local_server_serving(server, known)
     finally:
@@ -594,11 +594,11 @@ def test_a_client_deadline_fails_alone_and_disturbs_nobody(served, known, protoc
             start = time.monotonic()
             with pytest.raises(ClientError) as raised:
                 hurried.classify([SLOW_TEXT] * 64)
-            kinds.append(raised.value.kind)
+            kinds.append(type(raised.value))
             assert time.monotonic() - start < 2, "a deadline of 0.5 ms took seconds"
     for thread in threads:
         thread.join(120)
-    assert set(kinds) == {"timeout"}
+    assert set(kinds) == {RequestTimeoutError}
     assert not problems and len(answers) == 32
     for predictions in answers:
         labels = list(predictions[0].scores)
@@ -755,20 +755,33 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_exits_in_time(built_
         serve.close()
 
 
-@pytest.mark.parametrize("missing", ["model.pt", "tokenizer.json"])
-def test_a_missing_model_file_is_refused_before_start(built_repository, tmp_path, missing):
+@pytest.mark.parametrize(
+    ("missing", "classifier"),
+    [("model.onnx", "onnx"), ("model.pt", "python"), ("model.pt", "libtorch"), ("tokenizer.json", "onnx")],
+)
+def test_a_missing_model_file_is_refused_before_start(built_repository, tmp_path, missing, classifier):
+    """Each variant needs its own model file (model.onnx or model.pt) and the tokenizer's."""
     source, _ = built_repository(FAMILY)
     repository = shutil.copytree(source, tmp_path / "repo")
     next(repository.glob(f"*/1/{missing}")).unlink()
     options = ServerOptions(
-        repository=repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+        repository=repository,
+        classifier=classifier,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
     )
     with pytest.raises(ServerError, match=f"{missing} is missing: build the model with `python build/build.py"):
         LocalServer(options).preflight()
 
 
-@pytest.mark.parametrize(("broken", "how"), [("model.pt", "missing"), ("tokenizer.json", "corrupt")])
-def test_the_server_refuses_to_start_on_a_broken_model_with_a_one_line_cause(built_repository, tmp_path, broken, how):
+@pytest.mark.parametrize(
+    ("broken", "how", "classifier"),
+    [("model.onnx", "missing", "onnx"), ("model.pt", "missing", "python"), ("tokenizer.json", "corrupt", "onnx")],
+)
+def test_the_server_refuses_to_start_on_a_broken_model_with_a_one_line_cause(
+    built_repository, tmp_path, broken, how, classifier
+):
     source, _ = built_repository(FAMILY)
     repository = shutil.copytree(source, tmp_path / "repo")
     target = next(repository.glob(f"*/1/{broken}"))
@@ -778,7 +791,7 @@ def test_the_server_refuses_to_start_on_a_broken_model_with_a_one_line_cause(bui
         target.write_text('{"version": "1.0", "truncated')
     ports = [str(free_port()) for _ in range(3)]
     result = subprocess.run(
-        [sys.executable, "-m", "emotion_triton.server", "--repository", str(repository)]
+        [sys.executable, "-m", "emotion_triton.server", "--repository", str(repository), "--classifier", classifier]
         + ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]],
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from emotion_triton.client import ClientError, EmotionClient
+from emotion_triton.client import ClientError, EmotionClient, ServerUnreachableError
 from emotion_triton.modeling import predict_logits, softmax
 from emotion_triton.repository import Ensemble
 
@@ -120,7 +120,7 @@ def test_classify_cli_errors_are_one_line(served, args, message):
     assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1
 
 
-def test_client_errors_carry_a_kind():
-    with EmotionClient("127.0.0.1:1", timeout=2) as client, pytest.raises(ClientError) as raised:
+def test_client_errors_are_typed():
+    with EmotionClient("127.0.0.1:1", timeout=2) as client, pytest.raises(ServerUnreachableError) as raised:
         client.classify(["hello"])
-    assert raised.value.kind == "unavailable"
+    assert isinstance(raised.value, ClientError) and raised.value.kind == "unavailable"  # the name reports use

@@ -37,7 +37,7 @@ from . import data as data_module
 from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
 from .build import BuildOptions, build
 from .evaluation import EvaluationOptions, evaluate, read_labelled
-from .hub import HubUnavailableError
+from .hub import ModelSourceError
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
 from .repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
@@ -52,7 +52,7 @@ from .server import (
     triton_metrics,
 )
 
-DEFAULT_DATA = str(PROJECT_ROOT.parent / "shared" / "data" / "emotion" / "validation.txt")
+DEFAULT_DATA = str(data_module.EMOTION_VALIDATION_FILE)
 
 
 @dataclass
@@ -119,9 +119,8 @@ def step_times(before: dict, after: dict) -> dict[str, dict]:
 
 def ensemble_sender(server: LocalServer):
     """A factory of gRPC senders for the served ensemble, its tensor names read from its config."""
-    config = server.ensemble.config(server.ensemble.name)
-    names = [o.name for o in config.output]
-    return partial(triton_grpc_sender, server.grpc_url, server.ensemble.name, config.input[0].name, names)
+    ensemble = server.ensemble
+    return partial(triton_grpc_sender, server.grpc_url, ensemble.name, ensemble.text_input, list(ensemble.outputs))
 
 
 def sweep_triton(server: LocalServer, texts: list[str], options: BenchOptions, system: str) -> list[dict]:
@@ -286,6 +285,7 @@ def run(options: BenchOptions) -> dict:
         "in_process_texts": len(subset),
         "seconds_per_point": options.seconds,
         "ensemble": Ensemble.read().name,
+        "ensemble_steps": Ensemble.read().steps,
     }
 
     tokenizer = load_tokenizer(checkpoint, "--checkpoint")
@@ -473,17 +473,16 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def lone_request_steps(lone: dict, ensemble: str) -> dict[str, float]:
+def lone_request_steps(lone: dict, ensemble: str, order: list[str]) -> dict[str, float]:
     """Where the mean time of a lone request goes (ms): the client and gRPC, each step's queue
-    and compute, and the ensemble's hand-overs between steps."""
+    and compute in the ensemble's `order`, and the ensemble's hand-overs between steps."""
     steps = lone["steps"]
     server = steps[ensemble]["total"]
     parts = {"client + gRPC": lone["mean_ms"] - server}
-    for model, times in steps.items():
-        if model != ensemble:
-            parts[f"{model} queue"] = times["queue"]
-            parts[f"{model} compute"] = compute_ms(times)
-    parts["hand-overs"] = server - sum(t["queue"] + compute_ms(t) for m, t in steps.items() if m != ensemble)
+    for model in order:
+        parts[f"{model} queue"] = steps[model]["queue"]
+        parts[f"{model} compute"] = compute_ms(steps[model])
+    parts["hand-overs"] = server - sum(steps[m]["queue"] + compute_ms(steps[m]) for m in order)
     return parts
 
 
@@ -510,7 +509,10 @@ def accuracy_table(results: dict) -> str:
 
 def lone_request_table(results: dict) -> str:
     """One client, one text per request: each step's mean time from Triton's per-model statistics."""
-    rows = [(r["system"], r["p50_ms"], lone_request_steps(r, results["ensemble"])) for r in results["lone_requests"]]
+    rows = [
+        (r["system"], r["p50_ms"], lone_request_steps(r, results["ensemble"], results["ensemble_steps"]))
+        for r in results["lone_requests"]
+    ]
     if not rows:
         return ""
     columns = list(dict.fromkeys(c for _, _, parts in rows for c in parts))
@@ -531,7 +533,10 @@ def plot_lone_request(results: dict, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(r["system"], lone_request_steps(r, results["ensemble"])) for r in results["lone_requests"]]
+    rows = [
+        (r["system"], lone_request_steps(r, results["ensemble"], results["ensemble_steps"]))
+        for r in results["lone_requests"]
+    ]
     if not rows:
         return
     columns = list(dict.fromkeys(c for _, parts in rows for c in parts))
@@ -542,14 +547,10 @@ def plot_lone_request(results: dict, folder: Path) -> None:
         axis.barh([s for s, _ in rows], widths, left=lefts, label=column, color=plt.cm.tab10(index % 10))
     for reference in results.get("onnx_runtime", []):
         axis.axvline(
-            reference["p50_ms_one_text"], color="black", linestyle=":" if reference["precision"] == "int8" else "--"
-        )
-        axis.annotate(
-            f"ONNX Runtime {reference['precision']} in-process p50",
-            (reference["p50_ms_one_text"], len(rows) - 0.5),
-            rotation=90,
-            fontsize=7,
-            va="top",
+            reference["p50_ms_one_text"],
+            color="black",
+            linestyle=":" if reference["precision"] == "int8" else "--",
+            label=f"ONNX Runtime {reference['precision']} in-process, p50 of one text",
         )
     axis.set_xlabel("mean ms per request (one client, one text)")
     axis.legend(fontsize=7, loc="lower right")
@@ -696,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
             run(options)
         if args.models:
             model_table(args.models, options)
-    except HubUnavailableError as error:  # a checkpoint path that does not exist reads as a Hub id
+    except ModelSourceError as error:
         print(f"error: {error}; the offline fine-tune: python build/build.py --preset minilm-offline", file=sys.stderr)
         return 2
     return 0

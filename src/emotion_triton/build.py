@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_module
 from .export import STAGING_PREFIX, check_against_eager, install, trace
-from .hub import HubUnavailableError, resolve_packaged_model
+from .hub import HubUnavailableError, check_local_path, resolve_packaged_model
 from .metrics import classification_metrics, format_metrics, plot_confusion_matrix
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
 from .onnx_export import build_onnx
@@ -53,6 +53,10 @@ def run_name(options: BuildOptions) -> str:
 
 def build(options: BuildOptions) -> dict:
     """Runs the whole build and returns its report (also written next to the model)."""
+    sources = {"--finetuned": options.finetuned, "--base-model": options.base_model, "--data": options.data}
+    for option, value in sources.items():  # a mistyped path fails before anything is loaded or written
+        if value:
+            check_local_path(value, option)
     ensemble = Ensemble.read(options.repository)
     args = options.training
     work_dir = Path(options.output_dir or PROJECT_ROOT / "runs" / run_name(options))

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_module
-from .client import ClientError, EmotionClient, RequestRecord
+from .client import ClientError, EmotionClient, ModelNotServedError, RequestRecord
 from .data import SUFFIXES, Problems
-from .hub import HubUnavailableError
+from .hub import ModelSourceError
 from .metrics import classification_metrics, format_metrics, plot_confusion_matrix
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
@@ -215,14 +215,10 @@ def latency_summary(result: SendResult) -> dict:
 
 
 def served_max_length(client: EmotionClient) -> int:
-    """The `max_length` parameter of the ensemble step that reads the ensemble's text input."""
-    text_input = client.config["input"][0]["name"]
-    for step in client.config.get("ensemble_scheduling", {}).get("step", []):
-        if text_input in step.get("input_map", {}).values():
-            parameters = client.model_config(step["model_name"]).get("parameters", {})
-            if "max_length" in parameters:
-                return int(parameters["max_length"]["string_value"])
-    raise ClientError(f"model '{client.model}' has no tokenizer step with a max_length parameter")
+    max_length = client.max_length
+    if max_length is None:
+        raise ModelNotServedError(f"model '{client.model}' has no tokenizer step with a max_length parameter")
+    return max_length
 
 
 # -- parity with the eager model ---------------------------------------------------------------
@@ -287,7 +283,7 @@ def compare_with_eager(
 
 
 def evaluate(options: EvaluationOptions) -> dict:
-    """Runs the evaluation and returns its report; raises EvaluationError, HubUnavailableError or ClientError."""
+    """Runs the evaluation and returns its report; raises EvaluationError, ModelSourceError or ClientError."""
     if options.concurrency < 1:
         raise EvaluationError("--concurrency must be at least 1")
     data = read_labelled(options.source, options.split)
@@ -446,7 +442,7 @@ def run(options: EvaluationOptions) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except (EvaluationError, HubUnavailableError) as error:
+    except (EvaluationError, ModelSourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ClientError as error:

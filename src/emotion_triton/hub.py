@@ -8,8 +8,16 @@ from functools import lru_cache
 from urllib.parse import urlparse
 
 
-class HubUnavailableError(RuntimeError):
+class ModelSourceError(RuntimeError):
+    """A model, tokenizer or data set cannot be loaded from where it was asked for."""
+
+
+class HubUnavailableError(ModelSourceError):
     """A Hub id was given but the Hub cannot be reached and nothing is cached."""
+
+
+class LocalPathNotFoundError(ModelSourceError):
+    """A local path was given (it reads as one, not as a Hub id) and it does not exist."""
 
 
 @lru_cache(maxsize=1)
@@ -35,12 +43,28 @@ def is_local(name_or_path: str) -> bool:
     return os.path.exists(name_or_path)
 
 
+def reads_as_path(name_or_path: str) -> bool:
+    """A Hub id is `name` or `owner/name`; anything else with a slash, or starting in an existing
+    folder (`runs/checkpoint` while ./runs exists), is meant as a local path."""
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or name_or_path.endswith("/"):
+        return True
+    return "/" in name_or_path and os.path.isdir(name_or_path.split("/")[0])
+
+
+def check_local_path(name_or_path: str, option: str) -> None:
+    """Raises LocalPathNotFoundError, naming the path and the option, for a local path that does not exist."""
+    if reads_as_path(name_or_path) and not is_local(name_or_path):
+        raise LocalPathNotFoundError(f"{option} {name_or_path}: no such file or directory")
+
+
 def from_hub_or_path(loader, name_or_path: str, what: str, local_option: str, **kwargs):
     """Calls `loader(name_or_path, **kwargs)`: a local path, a Hub id, or the Hub cache.
 
-    Offline, a Hub id that is not cached raises HubUnavailableError naming
-    `local_option`, the command-line option that takes a local path instead.
+    A local path that does not exist raises LocalPathNotFoundError at once; offline, a Hub id that
+    is not cached raises HubUnavailableError naming `local_option`, the command-line option that
+    takes a local path instead.
     """
+    check_local_path(name_or_path, local_option)
     if is_local(name_or_path) or hub_reachable():
         return loader(name_or_path, **kwargs)
     try:

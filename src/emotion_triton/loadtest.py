@@ -36,7 +36,7 @@ from .repository import PROJECT_ROOT
 
 logger = logging.getLogger("emotion.loadtest")
 
-DEFAULT_DATA = "../shared/data/emotion/validation.txt"
+DEFAULT_DATA = str(data.EMOTION_VALIDATION_FILE)
 REQUEST_TYPES = {"grpc": "gRPC", "http": "HTTP"}
 TEXTS = ("TEXTS", "answered texts")  # (request type, name) of the texts-per-second entry
 ACCURACY = ("ACCURACY", "labelled texts")  # (request type, name) of the accuracy entry
@@ -177,16 +177,7 @@ class ServerInfo:
     @classmethod
     def fetch(cls, client: EmotionClient) -> ServerInfo:
         """Labels, the largest batch and the truncation length, from the server's model configs."""
-        config = client.config
-        max_length = None
-        text_input = config["input"][0]["name"]
-        for step in config.get("ensemble_scheduling", {}).get("step", []):
-            if text_input in step.get("input_map", {}).values():
-                params = client.model_config(step["model_name"]).get("parameters", {})
-                if "max_length" in params:
-                    max_length = int(params["max_length"]["string_value"])
-                break
-        return cls(labels=list(client.labels), max_batch_size=client.max_batch_size, max_length=max_length)
+        return cls(labels=list(client.labels), max_batch_size=client.max_batch_size, max_length=client.max_length)
 
 
 def resolve_data(source: str) -> str:

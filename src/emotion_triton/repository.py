@@ -80,6 +80,10 @@ class Ensemble:
             raise ValueError(f"ensemble '{name}' should have 3 steps (tokenizer, classifier, postprocess): {steps}")
         return cls(repository, name, *steps)
 
+    @property
+    def steps(self) -> list[str]:
+        return [self.tokenizer, self.classifier, self.postprocess]
+
     def config_path(self, model: str, variant: str | None = None) -> Path:
         directory = self.repository / model
         return directory / "configs" / f"{variant}.pbtxt" if variant else directory / "config.pbtxt"
@@ -117,6 +121,16 @@ class Ensemble:
     @property
     def max_batch_size(self) -> int:
         return self.config(self.name).max_batch_size
+
+    @property
+    def text_input(self) -> str:
+        return self.config(self.name).input[0].name
+
+    @property
+    def outputs(self) -> tuple[str, str]:
+        """(label, scores): the ensemble's two outputs, in its config's order."""
+        label, scores = (output.name for output in self.config(self.name).output)
+        return label, scores
 
     def is_built(self) -> bool:
         return self.model_file.is_file() and self.tokenizer_file.is_file()

@@ -184,15 +184,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def check_built_model(ensemble: Ensemble) -> None:
-    """Loads model.pt and tokenizer.json once, so a broken file is one line here, not a Triton log."""
+def check_built_model(ensemble: Ensemble, classifier: str = DEFAULT_CLASSIFIER) -> None:
+    """Loads the files the classifier variant serves (model.pt or model.onnx) and tokenizer.json once,
+    so a broken file is one line here, not a Triton log."""
     import torch
     from tokenizers import Tokenizer
 
-    for path, load in ((ensemble.model_file, torch.jit.load), (ensemble.tokenizer_file, Tokenizer.from_file)):
+    if classifier == "onnx":
+        import onnxruntime
+
+        model = (
+            ensemble.onnx_file,
+            lambda path: onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]),
+        )
+    else:
+        model = (ensemble.model_file, torch.jit.load)
+    for path, load in (model, (ensemble.tokenizer_file, Tokenizer.from_file)):
         rel = _relative(path)
         if not path.is_file():
-            raise ServerError(f"{rel} is missing: build the model with `{OFFLINE_BUILD_COMMAND}`")
+            other = " (or serve model.pt: --classifier python)" if path == ensemble.onnx_file else ""
+            raise ServerError(f"{rel} is missing: build the model with `{OFFLINE_BUILD_COMMAND}`{other}")
         try:
             load(str(path))
         except Exception as error:  # torch and tokenizers raise several types for a bad file
@@ -303,7 +314,7 @@ class LocalServer:
             check_port_free(self.options.host, port, what)
         check_repository_folders(self.options.repository)
         ensure_built(self.ensemble)
-        check_built_model(self.ensemble)
+        check_built_model(self.ensemble, self.options.classifier)
 
     def start(self) -> None:
         self.preflight()

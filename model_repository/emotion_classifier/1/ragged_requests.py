@@ -3,7 +3,26 @@
 Imported as a sibling module: the Python backend puts a model's version folder on sys.path.
 """
 
+import contextlib
+
 import triton_python_backend_utils as pb_utils
+
+
+class RaggedClassifierModel:
+    """execute() and finalize() of both classifiers: a subclass sets `self.cores` (a CoreSharing, or
+    None) in initialize() and defines `_forward`."""
+
+    cores = None
+
+    def finalize(self):
+        if self.cores:
+            self.cores.close()
+
+    def execute(self, requests):
+        # One request in a dynamic batch means the queue held nothing else: spreading it over
+        # idle cores costs no other request anything.
+        with self.cores.busy(spread=len(requests) == 1) if self.cores else contextlib.nullcontext():
+            return answer(requests, self._forward)
 
 
 def answer(requests, forward, isolate=True):

@@ -31,11 +31,42 @@ DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 
 
 class ClientError(RuntimeError):
-    """A one-line reason a request could not be answered."""
+    """A one-line reason a request could not be answered; the subclasses say why.
 
-    def __init__(self, message: str, kind: str = "error"):
-        super().__init__(message)
-        self.kind = kind  # unavailable, timeout, invalid, not_found, overloaded, error
+    `kind` is the name reports count failures by (evaluation, load tests).
+    """
+
+    kind = "error"
+
+
+class ServerUnreachableError(ClientError):
+    """No Triton server answers at the address."""
+
+    kind = "unavailable"
+
+
+class ServerOverloadedError(ClientError):
+    """The server refused the request for now (queue full or queue timeout): retried with backoff."""
+
+    kind = "overloaded"
+
+
+class RequestTimeoutError(ClientError):
+    """No answer within the client's deadline."""
+
+    kind = "timeout"
+
+
+class ModelNotServedError(ClientError):
+    """The server runs, but not the model asked for (or not one this client can use)."""
+
+    kind = "not_found"
+
+
+class InvalidRequestError(ClientError):
+    """The server refused the input itself (empty, not UTF-8, too long): retrying cannot help."""
+
+    kind = "invalid"
 
 
 @dataclass
@@ -66,20 +97,20 @@ def _classify_error(error: Exception, url: str, model: str) -> ClientError:
     text = (text or type(error).__name__).strip().splitlines()[0]
     lowered = text.lower()
     if "exceeds maximum queue size" in lowered or "request timeout expired" in lowered:  # 503: queue full or timed out
-        return ClientError(f"the server is overloaded: {text}", "overloaded")
+        return ServerOverloadedError(f"the server is overloaded: {text}")
     if "DEADLINE_EXCEEDED" in status or "timed out" in lowered or "timeout" in lowered or "deadline" in lowered:
-        return ClientError(f"no answer from {url} in time: {text}", "timeout")
+        return RequestTimeoutError(f"no answer from {url} in time: {text}")
     if "UNAVAILABLE" in status and ("connect" in lowered or "failed to" in lowered or "dns" in lowered):
-        return ClientError(f"cannot reach a Triton server at {url}: {text}", "unavailable")
+        return ServerUnreachableError(f"cannot reach a Triton server at {url}: {text}")
     if "UNAVAILABLE" in status or status == "503":
-        return ClientError(f"the server is overloaded: {text}", "overloaded")
+        return ServerOverloadedError(f"the server is overloaded: {text}")
     if "unknown model" in lowered or "not found" in lowered or status in ("NOT_FOUND", "StatusCode.NOT_FOUND"):
-        return ClientError(f"model '{model}' is not served at {url}: {text}", "not_found")
+        return ModelNotServedError(f"model '{model}' is not served at {url}: {text}")
     if "INVALID_ARGUMENT" in status or status == "400":
-        return ClientError(text, "invalid")
+        return InvalidRequestError(text)
     if isinstance(error, ConnectionError | OSError):
-        return ClientError(f"cannot reach a Triton server at {url}: {text}", "unavailable")
-    return ClientError(text, "error")
+        return ServerUnreachableError(f"cannot reach a Triton server at {url}: {text}")
+    return ClientError(text)
 
 
 class EmotionClient:
@@ -155,14 +186,25 @@ class EmotionClient:
         """Class names, from the `labels` parameter of the step that produces the scores."""
         if self._labels is None:
             scores = self.config["output"][1]["name"] if len(self.config["output"]) > 1 else None
-            for step in self.config.get("ensemble_scheduling", {}).get("step", []):
-                if scores in step.get("output_map", {}).values():
-                    params = self.model_config(step["model_name"]).get("parameters", {})
-                    self._labels = json.loads(params["labels"]["string_value"])
-                    break
-            else:
-                raise ClientError(f"model '{self.model}' has no step that names its labels", "error")
+            step = self._step(lambda step: scores in step.get("output_map", {}).values())
+            params = self.model_config(step["model_name"]).get("parameters", {}) if step else {}
+            if "labels" not in params:
+                raise ModelNotServedError(f"model '{self.model}' has no step that names its labels")
+            self._labels = json.loads(params["labels"]["string_value"])
         return self._labels
+
+    @property
+    def max_length(self) -> int | None:
+        """The tokenizer's truncation length: the `max_length` parameter of the step that reads the text
+        (None when the served model names none)."""
+        text_input = self.config["input"][0]["name"]
+        step = self._step(lambda step: text_input in step.get("input_map", {}).values())
+        params = self.model_config(step["model_name"]).get("parameters", {}) if step else {}
+        return int(params["max_length"]["string_value"]) if "max_length" in params else None
+
+    def _step(self, matches) -> dict | None:
+        """The first step of the served ensemble that `matches`."""
+        return next((s for s in self.config.get("ensemble_scheduling", {}).get("step", []) if matches(s)), None)
 
     # -- inference --------------------------------------------------------------------------
     def infer(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
@@ -188,10 +230,16 @@ class EmotionClient:
                 result = self._call("infer", self.model, [tensor], outputs=outputs, **kwargs)
                 break
             except ClientError as error:
-                if error.kind == "overloaded" and time.perf_counter() >= deadline:  # refused for our own deadline
-                    error = ClientError(f"no answer from {self.url} within {self.timeout:g} s: {error}", "timeout")
+                if (
+                    isinstance(error, ServerOverloadedError) and time.perf_counter() >= deadline
+                ):  # refused for our own deadline
+                    error = RequestTimeoutError(f"no answer from {self.url} within {self.timeout:g} s: {error}")
                 pause = delay * (0.5 + random.random())  # jitter: clients refused together come back apart
-                if error.kind != "overloaded" or attempt == self.retries or time.perf_counter() + pause >= deadline:
+                if (
+                    not isinstance(error, ServerOverloadedError)
+                    or attempt == self.retries
+                    or time.perf_counter() + pause >= deadline
+                ):
                     self._record(len(texts), start, attempt + 1, error)
                     raise error from None
                 time.sleep(pause)
@@ -217,7 +265,7 @@ class EmotionClient:
         try:
             labels, scores = self.infer(texts)
         except ClientError as error:
-            if error.kind != "invalid":
+            if not isinstance(error, InvalidRequestError):
                 raise
             if len(texts) == 1:
                 return [Prediction(texts[0], None, None, str(error))]

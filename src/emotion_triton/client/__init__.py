@@ -1,0 +1,30 @@
+"""The client layer: classify texts with the served ensemble.
+
+Needs numpy and tritonclient only (`pip install ".[client]"`): no torch, no transformers.
+"""
+
+from .emotion_client import (
+    DEFAULT_URLS,
+    ClientError,
+    EmotionClient,
+    InvalidRequestError,
+    ModelNotServedError,
+    Prediction,
+    RequestRecord,
+    RequestTimeoutError,
+    ServerOverloadedError,
+    ServerUnreachableError,
+)
+
+__all__ = [
+    "DEFAULT_URLS",
+    "ClientError",
+    "EmotionClient",
+    "InvalidRequestError",
+    "ModelNotServedError",
+    "Prediction",
+    "RequestRecord",
+    "RequestTimeoutError",
+    "ServerOverloadedError",
+    "ServerUnreachableError",
+]

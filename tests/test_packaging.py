@@ -1,0 +1,116 @@
+"""What `pip install` gives a user: declared extras that the lock pins, no placeholder packages, and a
+client that installs and classifies without torch or transformers."""
+
+import json
+import shutil
+import subprocess
+import sys
+import venv
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, metadata
+from pathlib import Path
+
+import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+PROJECT = Path(__file__).resolve().parents[1]
+LOCK = PROJECT / "requirements.lock"
+PYPROJECT = tomllib.loads((PROJECT / "pyproject.toml").read_text())
+SELF = canonicalize_name(PYPROJECT["project"]["name"])
+
+
+def locked() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, pinned = line.partition("==")
+            pins[canonicalize_name(name)] = pinned
+    return pins
+
+
+def declared() -> list[Requirement]:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    requirements = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
+    requirements += [Requirement(r) for group in extras.values() for r in group]
+    return [r for r in requirements if canonicalize_name(r.name) != SELF]
+
+
+def test_every_declared_dependency_is_pinned_by_the_lock_within_its_range():
+    pins = locked()
+    for requirement in declared():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement} is declared in pyproject.toml but not pinned in requirements.lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
+    torch = [r for r in declared() if r.name == "torch"]
+    assert torch and all(str(r.specifier) == f"=={pins['torch']}" for r in torch), "torch must be pinned exactly"
+
+
+def test_the_lock_installs_no_placeholder_package():
+    for name in locked():
+        try:
+            summary = metadata(name)["Summary"] or ""
+        except PackageNotFoundError:
+            continue  # not installed on this platform
+        assert summary.strip().lower() != "placeholder", f"{name} in requirements.lock is an empty placeholder"
+
+
+def test_console_scripts_name_functions_that_exist():
+    for command, target in PYPROJECT["project"]["scripts"].items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(import_module(module), function)), command
+
+
+@pytest.mark.server
+def test_a_client_only_install_classifies_without_torch(tmp_path, served):
+    """A fresh venv with `pip install -c requirements.lock ".[client]"` (from the package registries) runs
+    `emotion-classify` against a real tritonserver, and has neither torch nor transformers."""
+    server = served("distilbert")
+    # A copy: setuptools builds in the source tree (build/lib), which here would land in our build/ folder.
+    source = tmp_path / "source"
+    shutil.copytree(PROJECT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(PROJECT / "pyproject.toml", source)
+    environment = tmp_path / "client-venv"
+    venv.create(environment, with_pip=True)
+    python = environment / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(LOCK), f"{source}[client]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    missing = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util as u; print([m for m in ('torch', 'transformers') if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.stdout.strip() == "[]", missing.stdout
+    for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
+        answer = subprocess.run(
+            [str(environment / "bin" / "emotion-classify"), "--protocol", protocol, "--url", url, "--json"]
+            + ["--text", "i feel wonderful today", "--text", "this is terrifying"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert answer.returncode == 0, answer.stderr
+        predictions = json.loads(answer.stdout)
+        assert len(predictions) == 2
+        assert all(len(scores) == 6 and abs(sum(s["score"] for s in scores) - 1) < 1e-4 for scores in predictions)
+
+
+def test_the_client_layer_imports_neither_torch_nor_transformers():
+    """What a client-only install can run: checked in this venv, where both are installed."""
+    code = (
+        "import sys, emotion_triton.client, emotion_triton.client.classify; "
+        "print(sorted(m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
