@@ -40,6 +40,11 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest
 
+# The unit tests alone: no model, no server (seconds). `make test` runs them and the integration tests.
+.PHONY: test-unit
+test-unit: setup
+	$(BIN)/python -m pytest -m "not integration"
+
 # A bounded soak of the local server (loopback, its own ports): SOAK_SECONDS of high load with a share
 # of bad requests after a 20 s warm-up; exits 1 when an accepted request goes unanswered, memory or
 # /dev/shm grows past its bound, or the known texts change answers. Numbers: docs/results.md.

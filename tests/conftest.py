@@ -19,6 +19,17 @@ CLASSIFIERS = tuple(CLASSIFIER_CONFIGS)
 EMOTION_DATA = EMOTION_DATA_DIR
 
 
+# A test that needs a model (a tiny random one, built and exported) or a running tritonserver is an
+# integration test; the rest are unit tests (seconds in all): `make test-unit` runs only those.
+MODEL_FIXTURES = {"tiny_base", "built_repository", "served"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("server"):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def emotion_data() -> Path:
     if not (EMOTION_DATA / "validation.txt").exists():
