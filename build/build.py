@@ -8,6 +8,7 @@ python build/build.py --finetuned bhadresh-savani/distilbert-base-uncased-emotio
 
 import argparse
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def parse_args(argv=None) -> BuildOptions:
 
 
 def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = parse_args(argv)
     try:
         build(options)

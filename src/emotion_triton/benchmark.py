@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -52,6 +53,7 @@ from .server import (
     triton_metrics,
 )
 
+logger = logging.getLogger(__name__)
 DEFAULT_DATA = str(data_module.EMOTION_VALIDATION_FILE)
 
 
@@ -293,7 +295,7 @@ def run(options: BenchOptions) -> dict:
     fp32_repository = export_repository(options.checkpoint, options.data, options.results / "repo-fp32", "none")
     max_length = Ensemble.read(fp32_repository).max_length
 
-    print("in-process: HF pipeline and length-sorted eager model")
+    logger.info("in-process: HF pipeline and length-sorted eager model")
     pipeline = load_pipeline(checkpoint, max_length)
     measure_pipeline(pipeline, subset[:64], 8)  # warm-up
     results["pipeline"] = [measure_pipeline(pipeline, subset, bs) for bs in tqdm([1, 8, 32, 64], desc="pipeline")]
@@ -305,7 +307,7 @@ def run(options: BenchOptions) -> dict:
     if options.int8:
         int8_repository = export_repository(options.checkpoint, options.data, options.results / "repo-int8", "int8")
         repositories.append(("int8", int8_repository))
-    print(f"in-process: ONNX Runtime on the repositories' model.onnx, {os.cpu_count()} threads")
+    logger.info("in-process: ONNX Runtime on the repositories' model.onnx, %d threads", os.cpu_count())
     results["onnx_runtime"] = [
         {"precision": precision}
         | measure_onnx_runtime(Ensemble.read(repository).onnx_file, tokenizer, subset, max_length, os.cpu_count())
@@ -650,6 +652,7 @@ def model_table(checkpoints: list[Path], options: BenchOptions) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     defaults = BenchOptions(checkpoint=Path())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="fine-tuned checkpoint directory (the full benchmark)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
 import shutil
@@ -37,6 +38,8 @@ class BuildOptions:
     quantize: str = "none"
     training: TrainingArguments = field(default_factory=TrainingArguments)
 
+
+logger = logging.getLogger(__name__)
 
 # The most validation accuracy (in percentage points) an int8 model may lose against fp32.
 MAX_INT8_ACCURACY_LOSS_POINTS = 0.5
@@ -99,7 +102,7 @@ def build(options: BuildOptions) -> dict:
         if "validation" in data.splits:
             metrics = evaluate(model, tokenizer, data, "validation", args.max_length)
             report["validation"] = metrics
-            print(format_metrics(metrics))
+            logger.info(format_metrics(metrics))
             confusion_png = plot_confusion_matrix(
                 metrics, work_dir / "confusion_matrix.png", f"{run_name(options)} (validation)"
             )
@@ -142,9 +145,12 @@ def build(options: BuildOptions) -> dict:
         )
     finally:
         shutil.rmtree(onnx_folder, ignore_errors=True)
-    print(
-        f"installed {ensemble.model_file}, {ensemble.onnx_file.name} and {ensemble.tokenizer_file}; "
-        f"report: {ensemble.report_file}"
+    logger.info(
+        "installed %s, %s and %s; report: %s",
+        ensemble.model_file,
+        ensemble.onnx_file.name,
+        ensemble.tokenizer_file,
+        ensemble.report_file,
     )
     return report
 
@@ -152,8 +158,12 @@ def build(options: BuildOptions) -> dict:
 def _accuracy_loss(fp32: dict, quantized: dict, what: str) -> dict:
     """The int8 gate: refuses a quantized model that loses more than the limit against fp32."""
     loss = 100 * (fp32["accuracy"] - quantized["accuracy"])
-    print(
-        f"{what}: validation accuracy {quantized['accuracy']:.4f} (fp32 {fp32['accuracy']:.4f}, loss {loss:.2f} points)"
+    logger.info(
+        "%s: validation accuracy %.4f (fp32 %.4f, loss %.2f points)",
+        what,
+        quantized["accuracy"],
+        fp32["accuracy"],
+        loss,
     )
     if loss > MAX_INT8_ACCURACY_LOSS_POINTS:
         raise QuantizationRefused(

@@ -25,6 +25,7 @@ import argparse
 import ctypes.util
 import http.client
 import json
+import logging
 import os
 import re
 import secrets
@@ -49,6 +50,7 @@ from .repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY
 PUBLISHED_CHECKPOINT = "bhadresh-savani/distilbert-base-uncased-emotion"
 OFFLINE_BUILD_COMMAND = "python build/build.py --preset minilm-offline"
 RESTRICTED_APIS = "shared-memory,model-repository,logging,trace"
+logger = logging.getLogger(__name__)
 ADMIN_HEADER = "admin-key"
 CANARY_TEXT = "i feel fine today"
 OVERLOADED = (429, 503)  # queue full or queue timeout: the server answered, it is busy, not broken
@@ -241,7 +243,7 @@ def ensure_built(ensemble: Ensemble) -> None:
         )
     from .build import BuildOptions, build
 
-    print(f"no model in {_relative(ensemble.repository)} yet: exporting {PUBLISHED_CHECKPOINT} from the Hub")
+    logger.info("no model in %s yet: exporting %s from the Hub", _relative(ensemble.repository), PUBLISHED_CHECKPOINT)
     build(BuildOptions(finetuned=PUBLISHED_CHECKPOINT, data=None, repository=ensemble.repository))
 
 
@@ -633,6 +635,7 @@ def _interrupt(_signum, _frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     defaults = ServerOptions()
     parser = argparse.ArgumentParser(description="Serve the emotion ensemble with a local tritonserver on the CPU.")
     parser.add_argument("--repository", type=Path, default=defaults.repository)
