@@ -106,11 +106,17 @@ def test_a_client_only_install_classifies_without_torch(tmp_path, served):
         assert all(len(scores) == 6 and abs(sum(s["score"] for s in scores) - 1) < 1e-4 for scores in predictions)
 
 
-def test_the_client_layer_imports_neither_torch_nor_transformers():
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "emotion_triton.client, emotion_triton.client.classify",  # the `client` extra
+        "emotion_triton.evaluation",  # the `evaluate` extra (torch only for --compare-with, imported then)
+    ],
+)
+def test_the_client_layers_import_neither_torch_nor_transformers(modules):
     """What a client-only install can run: checked in this venv, where both are installed."""
     code = (
-        "import sys, emotion_triton.client, emotion_triton.client.classify; "
-        "print(sorted(m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules))"
+        f"import sys, {modules}; print(sorted(m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
