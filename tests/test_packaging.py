@@ -19,6 +19,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 LOCK = PROJECT / "requirements.lock"
 PYPROJECT = tomllib.loads((PROJECT / "pyproject.toml").read_text())
 SELF = canonicalize_name(PYPROJECT["project"]["name"])
+FIND_TORCH = "import importlib.util as u; print([m for m in ('torch', 'transformers') if u.find_spec(m)])"
 
 
 def locked() -> dict[str, str]:
@@ -66,7 +67,8 @@ def test_console_scripts_name_functions_that_exist():
 @pytest.mark.server
 def test_a_client_only_install_classifies_without_torch(tmp_path, served):
     """A fresh venv with `pip install -c requirements.lock ".[client]"` (from the package registries) runs
-    `emotion-classify` against a real tritonserver, and has neither torch nor transformers."""
+    `emotion-classify` against a real tritonserver, and has neither torch nor transformers; with the
+    `evaluate` extra added, `emotion-evaluate` measures accuracy, still without them."""
     server = served("distilbert")
     # A copy: setuptools builds in the source tree (build/lib), which here would land in our build/ folder.
     source = tmp_path / "source"
@@ -82,15 +84,7 @@ def test_a_client_only_install_classifies_without_torch(tmp_path, served):
         timeout=600,
     )
     assert install.returncode == 0, install.stderr[-3000:]
-    missing = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.util as u; print([m for m in ('torch', 'transformers') if u.find_spec(m)])",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    missing = subprocess.run([str(python), "-c", FIND_TORCH], capture_output=True, text=True)
     assert missing.stdout.strip() == "[]", missing.stdout
     for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
         answer = subprocess.run(
@@ -105,12 +99,33 @@ def test_a_client_only_install_classifies_without_torch(tmp_path, served):
         assert len(predictions) == 2
         assert all(len(scores) == 6 and abs(sum(s["score"] for s in scores) - 1) < 1e-4 for scores in predictions)
 
+    # The `evaluate` extra on top: accuracy over labelled data, still without torch or transformers.
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(LOCK), f"{source}[evaluate]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    labelled = tmp_path / "labelled.txt"
+    labelled.write_text("i feel wonderful today;joy\nthis is terrifying;fear\ni am so sad;sadness\n")
+    report = subprocess.run(
+        [str(environment / "bin" / "emotion-evaluate"), str(labelled), "--url", server.grpc_url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["answered"] == 3
+    missing = subprocess.run([str(python), "-c", FIND_TORCH], capture_output=True, text=True)
+    assert missing.stdout.strip() == "[]", missing.stdout
+
 
 @pytest.mark.parametrize(
     "modules",
     [
         "emotion_triton.client, emotion_triton.client.classify",  # the `client` extra
-        "emotion_triton.evaluation",  # the `evaluate` extra (torch only for --compare-with, imported then)
+        "emotion_triton.client.evaluate",  # the `evaluate` extra (torch only for --compare-with, imported then)
     ],
 )
 def test_the_client_layers_import_neither_torch_nor_transformers(modules):
