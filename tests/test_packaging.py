@@ -64,6 +64,17 @@ def test_console_scripts_name_functions_that_exist():
         assert callable(getattr(import_module(module), function)), command
 
 
+def pip_install(python: Path, requirement: str) -> None:
+    """Installs into another venv from the package registries, constrained by the lock."""
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(LOCK), requirement],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+
+
 @pytest.mark.server
 def test_a_client_only_install_classifies_without_torch(tmp_path, served):
     """A fresh venv with `pip install -c requirements.lock ".[client]"` (from the package registries) runs
@@ -77,13 +88,7 @@ def test_a_client_only_install_classifies_without_torch(tmp_path, served):
     environment = tmp_path / "client-venv"
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-c", str(LOCK), f"{source}[client]"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
+    pip_install(python, f"{source}[client]")
     missing = subprocess.run([str(python), "-c", FIND_TORCH], capture_output=True, text=True)
     assert missing.stdout.strip() == "[]", missing.stdout
     for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
@@ -100,13 +105,7 @@ def test_a_client_only_install_classifies_without_torch(tmp_path, served):
         assert all(len(scores) == 6 and abs(sum(s["score"] for s in scores) - 1) < 1e-4 for scores in predictions)
 
     # The `evaluate` extra on top: accuracy over labelled data, still without torch or transformers.
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-c", str(LOCK), f"{source}[evaluate]"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
+    pip_install(python, f"{source}[evaluate]")
     labelled = tmp_path / "labelled.txt"
     labelled.write_text("i feel wonderful today;joy\nthis is terrifying;fear\ni am so sad;sadness\n")
     report = subprocess.run(

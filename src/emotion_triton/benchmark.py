@@ -286,14 +286,14 @@ def run(options: BenchOptions) -> dict:
         "texts": len(texts),
         "in_process_texts": len(subset),
         "seconds_per_point": options.seconds,
-        "ensemble": Ensemble.read().name,
-        "ensemble_steps": Ensemble.read().steps,
     }
 
     tokenizer = load_tokenizer(checkpoint, "--checkpoint")
     model = load_classifier(checkpoint, "--checkpoint").eval()
     fp32_repository = export_repository(options.checkpoint, options.data, options.results / "repo-fp32", "none")
-    max_length = Ensemble.read(fp32_repository).max_length
+    ensemble = Ensemble.read(fp32_repository)
+    max_length = ensemble.max_length
+    results["ensemble"], results["ensemble_steps"] = ensemble.name, ensemble.steps
 
     logger.info("in-process: HF pipeline and length-sorted eager model")
     pipeline = load_pipeline(checkpoint, max_length)

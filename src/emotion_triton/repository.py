@@ -106,6 +106,10 @@ class Ensemble:
     def onnx_file(self) -> Path:
         return self.version_dir(self.classifier) / "model.onnx"
 
+    def served_file(self, variant: str) -> Path:
+        """The classifier file a variant of CLASSIFIER_CONFIGS serves."""
+        return self.onnx_file if variant == "onnx" else self.model_file
+
     @property
     def report_file(self) -> Path:
         return self.version_dir(self.classifier) / "build_report.json"

@@ -189,19 +189,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def check_built_model(ensemble: Ensemble, classifier: str = DEFAULT_CLASSIFIER) -> None:
     """Loads the files the classifier variant serves (model.pt or model.onnx) and tokenizer.json once,
     so a broken file is one line here, not a Triton log."""
-    import torch
     from tokenizers import Tokenizer
 
-    if classifier == "onnx":
-        import onnxruntime
-
-        model = (
-            ensemble.onnx_file,
-            lambda path: onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]),
-        )
-    else:
-        model = (ensemble.model_file, torch.jit.load)
-    for path, load in (model, (ensemble.tokenizer_file, Tokenizer.from_file)):
+    for path, load in ((ensemble.served_file(classifier), _load_model), (ensemble.tokenizer_file, Tokenizer.from_file)):
         rel = _relative(path)
         if not path.is_file():
             other = " (or serve model.pt: --classifier python)" if path == ensemble.onnx_file else ""
@@ -213,6 +203,17 @@ def check_built_model(ensemble: Ensemble, classifier: str = DEFAULT_CLASSIFIER) 
             raise ServerError(
                 f"{rel} cannot be loaded ({first[:160]}): rebuild it with `{OFFLINE_BUILD_COMMAND}`"
             ) from error
+
+
+def _load_model(path: str):
+    """model.onnx with ONNX Runtime, model.pt with torch: as the classifier variants load them."""
+    if path.endswith(".onnx"):
+        import onnxruntime
+
+        return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    import torch
+
+    return torch.jit.load(path)
 
 
 def check_repository_folders(repository: Path) -> None:

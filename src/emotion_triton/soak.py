@@ -251,13 +251,13 @@ def _probe(server: LocalServer) -> np.ndarray:
     import tritonclient.grpc as grpc
 
     client, ensemble = grpc.InferenceServerClient(server.grpc_url), server.ensemble
+    text_input, (_, scores) = ensemble.text_input, ensemble.outputs  # each reads the config file
     try:
         rows = []
         for text in PROBE_TEXTS:
-            tensor = grpc.InferInput(ensemble.text_input, [1, 1], "BYTES")
+            tensor = grpc.InferInput(text_input, [1, 1], "BYTES")
             tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
-            answer = client.infer(ensemble.name, [tensor], client_timeout=30)
-            rows.append(answer.as_numpy(ensemble.outputs[1])[0])
+            rows.append(client.infer(ensemble.name, [tensor], client_timeout=30).as_numpy(scores)[0])
         return np.array(rows)
     finally:
         client.close()

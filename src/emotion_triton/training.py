@@ -74,8 +74,13 @@ def epoch_batches(lengths: list[int], args: TrainingArguments, epoch: int) -> li
 
 
 def evaluate(model, tokenizer, data: LabelledData, split: str, max_length: int) -> dict:
-    logits = predict_logits(model, tokenizer, data.splits[split].texts, max_length)
-    return classification_metrics(data.ids(split), logits.argmax(axis=1).tolist(), data.label_names)
+    return classification_metrics(
+        data.ids(split), predicted_ids(model, tokenizer, data, split, max_length), data.label_names
+    )
+
+
+def predicted_ids(model, tokenizer, data: LabelledData, split: str, max_length: int) -> list[int]:
+    return predict_logits(model, tokenizer, data.splits[split].texts, max_length).argmax(axis=1).tolist()
 
 
 def fine_tune(model, tokenizer, data: LabelledData, args: TrainingArguments, work_dir: Path) -> dict:
