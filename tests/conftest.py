@@ -10,7 +10,7 @@ from emotion_triton.build import BuildOptions, build
 from emotion_triton.data import EMOTION_DATA_DIR, read_file
 from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
 from emotion_triton.server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions, free_port
-from emotion_triton.training import TrainingArguments
+from emotion_triton.training import training_arguments
 
 from .tiny_models import make_tiny_base
 
@@ -80,14 +80,9 @@ def built_repository(tmp_path_factory, tiny_base, small_data):
         if family not in built:
             root = tmp_path_factory.mktemp(f"built-{family}")
             repository = copy_repository(root / "model_repository")
-            options = BuildOptions(
-                base_model=str(tiny_base(family)),
-                data=str(small_data),
-                repository=repository,
-                output_dir=root / "run",
-                training=TrainingArguments(max_steps=4, batch_size=16, learning_rate=1e-3, epochs=1),
-            )
-            build(options)
+            options = BuildOptions(base_model=str(tiny_base(family)), data=str(small_data), repository=repository)
+            recipe = {"max_steps": 4, "per_device_train_batch_size": 16, "learning_rate": 1e-3, "num_train_epochs": 1}
+            build(options, training_arguments(root / "run", **recipe))
             built[family] = (repository, root / "run" / "checkpoint")
         return built[family]
 

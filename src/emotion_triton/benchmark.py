@@ -52,6 +52,7 @@ from .server import (
     metric_total,
     triton_metrics,
 )
+from .training import training_arguments
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATA = str(data_module.EMOTION_VALIDATION_FILE)
@@ -223,13 +224,8 @@ def export_repository(checkpoint: Path, data: str, target: Path, quantize: str) 
         shutil.rmtree(target)
     copy_sources(target)
     build(
-        BuildOptions(
-            finetuned=str(checkpoint),
-            data=data,
-            repository=target,
-            quantize=quantize,
-            output_dir=target.parent / f"run-{target.name}",
-        )
+        BuildOptions(finetuned=str(checkpoint), data=data, repository=target, quantize=quantize),
+        training_arguments(target.parent / f"run-{target.name}"),
     )
     return target
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import platform
@@ -23,20 +22,38 @@ from .metrics import classification_metrics, format_metrics, plot_confusion_matr
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
 from .onnx_export import build_onnx
 from .repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
-from .training import TrainingArguments, evaluate, fine_tune, predicted_ids
+from .training import MODEL_CARD_TRAINING, evaluate, fine_tune, predicted_ids, training_arguments
 
 
 @dataclass
 class BuildOptions:
-    base_model: str = "distilbert-base-uncased"
-    data: str | None = "dair-ai/emotion"
-    finetuned: str | None = None  # export this fine-tuned checkpoint instead of training
-    repository: Path = DEFAULT_REPOSITORY
-    output_dir: Path | None = None  # fine-tuned checkpoint and resumable state; default runs/<name>
-    labels: list[str] | None = None
-    # "int8": dynamic int8 quantization for CPU serving: PyTorch's of the Linear layers (model.pt), ONNX Runtime's (model.onnx)
-    quantize: str = "none"
-    training: TrainingArguments = field(default_factory=TrainingArguments)
+    """What to build and where; how to train is `transformers.TrainingArguments` (`build(options, training)`)."""
+
+    base_model: str = field(
+        default="distilbert-base-uncased", metadata={"help": "Hub id or local directory of the pretrained encoder"}
+    )
+    data: str | None = field(
+        default="dair-ai/emotion", metadata={"help": "Hub data set id or a local directory/file of labelled text"}
+    )
+    finetuned: str | None = field(
+        default=None, metadata={"help": "export this fine-tuned checkpoint (Hub id or directory) without training"}
+    )
+    repository: Path = field(default=DEFAULT_REPOSITORY, metadata={"help": "the model repository to install into"})
+    labels: list[str] | None = field(
+        default=None, metadata={"help": "class names in output order (default: from the data)"}
+    )
+    quantize: str = field(
+        default="none",
+        metadata={
+            "choices": ["none", "int8"],
+            "help": "int8: dynamic int8 for CPU serving (PyTorch's of the Linear layers in model.pt, ONNX "
+            "Runtime's in model.onnx), refused if it loses more than 0.5 points",
+        },
+    )
+    max_length: int = field(default=128, metadata={"help": "tokens per text; longer texts are truncated"})
+    average_last_epochs: int = field(
+        default=1, metadata={"help": "install the mean of the weights saved after the last N epochs (1: the last)"}
+    )
 
 
 logger = logging.getLogger(__name__)
@@ -54,16 +71,23 @@ def run_name(options: BuildOptions) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in source.strip("/").split("/")[-1] if c)[:80]
 
 
-def build(options: BuildOptions) -> dict:
-    """Runs the whole build and returns its report (also written next to the model)."""
+def build(options: BuildOptions, training=None) -> dict:
+    """Runs the whole build and returns its report (also written next to the model).
+
+    `training` (transformers.TrainingArguments, see training.training_arguments) is the fine-tune's
+    recipe; its output_dir is the run's folder (default runs/<name>): epoch checkpoints, the
+    fine-tuned checkpoint/ and the confusion matrix.
+    """
     sources = {"--finetuned": options.finetuned, "--base-model": options.base_model, "--data": options.data}
     for option, value in sources.items():  # a mistyped path fails before anything is loaded or written
         if value:
             check_local_path(value, option)
     ensemble = Ensemble.read(options.repository)
-    args = options.training
-    work_dir = Path(options.output_dir or PROJECT_ROOT / "runs" / run_name(options))
+    if training is None:
+        training = training_arguments(PROJECT_ROOT / "runs" / run_name(options), **MODEL_CARD_TRAINING)
+    work_dir = Path(training.output_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    max_length = options.max_length
     report: dict = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions()}
 
     if options.finetuned:
@@ -79,11 +103,18 @@ def build(options: BuildOptions) -> dict:
             raise ValueError(f"{options.data}: fine-tuning needs a train and a validation split")
         label_names = data.label_names
         base = resolve_packaged_model(options.base_model)
+        from transformers import set_seed
+
+        set_seed(training.seed)  # the new classification head's initial weights
         tokenizer = load_tokenizer(base, "--base-model")
         model = load_classifier(base, "--base-model", label_names)
         report["base_model"] = options.base_model
-        report["training_arguments"] = dataclasses.asdict(args)
-        report["training"] = fine_tune(model, tokenizer, data, args, work_dir)
+        report["training_arguments"] = {
+            **training.to_dict(),
+            "max_length": max_length,
+            "average_last_epochs": options.average_last_epochs,
+        }
+        report["training"] = fine_tune(model, tokenizer, data, training, max_length, options.average_last_epochs)
         checkpoint = work_dir / "checkpoint"
         model.save_pretrained(checkpoint)
         tokenizer.save_pretrained(checkpoint)
@@ -91,7 +122,7 @@ def build(options: BuildOptions) -> dict:
         tqdm.write(f"fine-tuned checkpoint saved in {checkpoint}")
 
     report["labels"] = label_names
-    report["max_length"] = args.max_length
+    report["max_length"] = max_length
     confusion_png = None
     if data is not None:
         report["data"] = {
@@ -101,7 +132,7 @@ def build(options: BuildOptions) -> dict:
         }
         if "validation" in data.splits:
             # Kept: the int8 ONNX check compares its labels with these.
-            fp32_ids = predicted_ids(model, tokenizer, data, "validation", args.max_length)
+            fp32_ids = predicted_ids(model, tokenizer, data, "validation", max_length)
             metrics = classification_metrics(data.ids("validation"), fp32_ids, data.label_names)
             report["validation"] = metrics
             logger.info(format_metrics(metrics))
@@ -117,21 +148,21 @@ def build(options: BuildOptions) -> dict:
     onnx_folder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-onnx-"))
     try:
         # From the fp32 model: ONNX Runtime quantizes the exported file itself.
-        report["onnx"] = build_onnx(model, tokenizer, texts, args.max_length, onnx_folder, int8)
+        report["onnx"] = build_onnx(model, tokenizer, texts, max_length, onnx_folder, int8)
         if int8:
             report["onnx"]["quantization"] = check_onnx_int8(
-                onnx_folder / "model.onnx", fp32_ids, tokenizer, data, args.max_length, report["validation"]
+                onnx_folder / "model.onnx", fp32_ids, tokenizer, data, max_length, report["validation"]
             )
         stages.update(1)
 
         if int8:
-            model = quantize_int8(model, tokenizer, data, args.max_length, report)
+            model = quantize_int8(model, tokenizer, data, max_length, report)
             title = f"{run_name(options)} int8 (validation)"
             confusion_png = plot_confusion_matrix(report["validation"], work_dir / "confusion_matrix_int8.png", title)
         started = time.perf_counter()
-        scripted = trace(model, tokenizer, texts, args.max_length)
+        scripted = trace(model, tokenizer, texts, max_length)
         stages.update(1)
-        report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, args.max_length)
+        report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, max_length)
         stages.update(1)
         stages.close()
         report["export_seconds"] = round(time.perf_counter() - started, 1)
@@ -140,7 +171,7 @@ def build(options: BuildOptions) -> dict:
             scripted,
             tokenizer,
             label_names,
-            args.max_length,
+            max_length,
             report,
             confusion_png,
             onnx_folder / "model.onnx",

@@ -1,0 +1,48 @@
+"""`build/build.py`'s command line: BuildOptions and transformers.TrainingArguments, declared once each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .build import BuildOptions, build
+from .export import ExportCheckError
+from .hub import ModelSourceError
+from .repository import PROJECT_ROOT
+from .training import PRESETS, TRAINING_DEFAULTS
+
+
+def parse_build_arguments(argv: list[str], description: str | None = None):
+    """(BuildOptions, TrainingArguments) of a command line; `--preset NAME` sets the defaults of both."""
+    from transformers import HfArgumentParser, TrainingArguments
+
+    preset_parser = argparse.ArgumentParser(add_help=False)
+    preset_parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="model-card", help="named recipe (default: %(default)s)"
+    )
+    preset, rest = preset_parser.parse_known_args(argv)
+    parser = HfArgumentParser(
+        (BuildOptions, TrainingArguments),
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[preset_parser],
+    )
+    # A named run keeps its folder where `make bench` and `--compare-with` look: runs/<preset>/checkpoint.
+    parser.set_defaults(**TRAINING_DEFAULTS, output_dir=str(PROJECT_ROOT / "runs" / preset.preset))
+    parser.set_defaults(**PRESETS[preset.preset])
+    options, training = parser.parse_args_into_dataclasses(argv)[:2]  # then a namespace holding --preset
+    if options.finetuned and "--data" not in rest:
+        options.data = None  # exporting a checkpoint: measure it only on data named explicitly
+    options.repository = Path(options.repository)
+    return options, training
+
+
+def build_from_command_line(argv: list[str], description: str | None = None) -> int:
+    options, training = parse_build_arguments(argv, description)
+    try:
+        build(options, training)
+    except (ModelSourceError, ExportCheckError, FileNotFoundError, ValueError) as error:
+        print(f"build failed: {error}", file=sys.stderr)
+        return 2
+    return 0
