@@ -12,11 +12,11 @@ import logging
 import sys
 from pathlib import Path
 
-from emotion_triton.build import BuildOptions, build
-from emotion_triton.export import ExportCheckError
+from emotion_triton.build.pipeline import BuildOptions, build
+from emotion_triton.build.torchscript_export import ExportCheckError
+from emotion_triton.build.training import PRESETS, TrainingArguments
 from emotion_triton.hub import ModelSourceError
 from emotion_triton.repository import PROJECT_ROOT
-from emotion_triton.training import PRESETS, TrainingArguments
 
 
 def parse_args(argv=None) -> BuildOptions:

@@ -12,7 +12,7 @@ Needs the `evaluate` extra; --compare-with also needs torch and transformers (th
 import argparse
 from pathlib import Path
 
-from ..evaluation import EvaluationOptions, run
+from ..evaluation.server_accuracy import EvaluationOptions, run
 
 
 def main(argv=None) -> int:

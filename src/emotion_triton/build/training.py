@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import EMOTION_DATA_DIR, LabelledData
-from .metrics import classification_metrics
+from ..data import EMOTION_DATA_DIR, LabelledData
+from ..evaluation.classification_metrics import classification_metrics
 from .modeling import predict_logits
 
 

@@ -34,15 +34,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import data as data_module
-from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
-from .build import BuildOptions, build
-from .evaluation import EvaluationOptions, evaluate, read_labelled
-from .hub import ModelSourceError
-from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
-from .modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
-from .repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
-from .server import (
+from .. import data as data_module
+from ..build.modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
+from ..build.pipeline import BuildOptions, build
+from ..evaluation.server_accuracy import EvaluationOptions, evaluate, read_labelled
+from ..hub import ModelSourceError
+from ..repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
+from ..serving.local_server import (
     COMPUTED_TOKENS,
     DEFAULT_CLASSIFIER,
     REAL_TOKENS,
@@ -52,6 +50,8 @@ from .server import (
     metric_total,
     triton_metrics,
 )
+from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
+from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATA = str(data_module.EMOTION_VALIDATION_FILE)
@@ -240,7 +240,7 @@ def sweep_fastapi(checkpoint: Path, texts: list[str], options: BenchOptions, max
         [
             sys.executable,
             "-m",
-            "emotion_triton.baselines",
+            "emotion_triton.perf.baselines",
             "--checkpoint",
             str(checkpoint),
             "--port",

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as data_module
-from .client import ClientError, EmotionClient, ModelNotServedError, RequestRecord
-from .data import SUFFIXES, Problems
-from .hub import ModelSourceError
-from .metrics import classification_metrics, format_metrics, plot_confusion_matrix
+from .. import data as data_module
+from ..client import ClientError, EmotionClient, ModelNotServedError, RequestRecord
+from ..data import SUFFIXES, Problems
+from ..hub import ModelSourceError
+from .classification_metrics import classification_metrics, format_metrics, plot_confusion_matrix
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
 PARITY_TOLERANCE = 1e-4  # largest allowed |served - eager| of any class probability (fp32)
@@ -228,7 +228,7 @@ def load_checkpoint(path: str):
     """(tokenizer, model) of a fine-tuned checkpoint directory, loaded before any request is sent."""
     if not Path(path).is_dir():
         raise EvaluationError(f"--compare-with needs a fine-tuned checkpoint directory; {path} is not one")
-    from .modeling import load_classifier, load_tokenizer
+    from ..build.modeling import load_classifier, load_tokenizer
 
     try:
         return load_tokenizer(path, "--compare-with"), load_classifier(path, "--compare-with")
@@ -241,7 +241,7 @@ def compare_with_eager(
     tokenizer, model, texts: list[str], served_scores: np.ndarray, server_labels: list[str], max_length: int
 ) -> dict:
     """Runs the eager model on the texts the server answered and compares labels and probabilities."""
-    from .modeling import checkpoint_labels, predict_logits, softmax
+    from ..build.modeling import checkpoint_labels, predict_logits, softmax
 
     names = checkpoint_labels(model)
     report = {"compared": len(texts), "max_length": max_length, "tolerance": PARITY_TOLERANCE}
