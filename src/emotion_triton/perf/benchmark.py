@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .. import data as data_module
 from ..build.modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
 from ..build.pipeline import BuildOptions, build
-from ..evaluation.server_accuracy import EvaluationOptions, evaluate, read_labelled
+from ..evaluation.server_accuracy import EvaluationOptions, evaluate_served, read_labelled
 from ..hub import ModelSourceError
 from ..repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
 from ..serving.local_server import (
@@ -181,7 +181,7 @@ def eager_reference(model, tokenizer, data: str, max_length: int) -> dict:
 
 def served_accuracy(server: LocalServer, data: str, eager: dict) -> dict:
     """Accuracy through the server over all of `data`, and how often its labels are the eager fp32 model's."""
-    report = evaluate(EvaluationOptions(source=data, url=server.grpc_url, concurrency=4, progress=False))
+    report = evaluate_served(EvaluationOptions(source=data, url=server.grpc_url, concurrency=4, progress=False))
     predicted = [row["predicted"] for row in report["predictions"]]
     same = [p == e for p, e in zip(predicted, eager["labels"], strict=True) if p is not None]
     accuracy = report["metrics"]["accuracy"]
@@ -626,7 +626,7 @@ def model_table(checkpoints: list[Path], options: BenchOptions) -> list[dict]:
         repository = export_repository(checkpoint, options.data, options.results / f"repo-model{index}", "none")
         server = serve_repository(repository, options.results)
         try:
-            report = evaluate(EvaluationOptions(source=options.data, url=server.grpc_url, concurrency=4))
+            report = evaluate_served(EvaluationOptions(source=options.data, url=server.grpc_url, concurrency=4))
             runs = [asyncio.run(_measure(ensemble_sender(server), texts, c, 1, options.seconds)) for c in (8, 16)]
             best = max(runs, key=lambda r: r.texts_per_second)
         finally:
