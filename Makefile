@@ -19,7 +19,7 @@ setup: $(STAMP) pytorch-backend
 # torch or the sources change). A failed build is a warning: the Python-backend classifier still works.
 pytorch-backend: $(STAMP)
 	@bash build/system-packages.sh $(BIN)/python
-	@$(BIN)/python -m emotion_triton.pytorch_backend || true
+	@$(BIN)/python -m emotion_triton.serving.pytorch_backend || true
 
 $(STAMP): requirements.lock pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -31,11 +31,12 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 serve: setup
-	$(BIN)/python -m emotion_triton.server --classifier $(CLASSIFIER) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(BIN)/python -m emotion_triton.commands.serve --classifier $(CLASSIFIER) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/python -m pytest
@@ -51,7 +52,7 @@ test-unit: setup
 SOAK_SECONDS ?= 120
 .PHONY: soak
 soak: setup
-	$(BIN)/python -m emotion_triton.soak --classifier $(CLASSIFIER) --seconds $(SOAK_SECONDS)
+	$(BIN)/python -m emotion_triton.perf.soak --classifier $(CLASSIFIER) --seconds $(SOAK_SECONDS)
 
 # Fine-tune the offline pretrained encoder on ../shared/data/emotion and install it.
 build-offline: setup
@@ -63,4 +64,4 @@ clean:
 # The performance benchmark (issue: fast CPU serving); writes results/bench/. Minutes, not seconds.
 CHECKPOINT ?= runs/minilm-offline/checkpoint
 bench: setup
-	$(BIN)/python -m emotion_triton.benchmark --checkpoint $(CHECKPOINT) --results results/bench
+	$(BIN)/python -m emotion_triton.perf.benchmark --checkpoint $(CHECKPOINT) --results results/bench

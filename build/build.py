@@ -12,7 +12,7 @@ Options: those of BuildOptions (what to build) and every `transformers.TrainingA
 import logging
 import sys
 
-from emotion_triton.build_command import build_from_command_line
+from emotion_triton.build.command import build_from_command_line
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The system packages the local server needs, installed when missing (as root, with apt-get):
 # - libpython3.X: the Python backend stub of the pip-shipped tritonserver embeds it;
-# - cmake, g++, RapidJSON and googletest: `python -m emotion_triton.pytorch_backend` builds
+# - cmake, g++, RapidJSON and googletest: `python -m emotion_triton.serving.pytorch_backend` builds
 #   Triton's PyTorch backend with them.
 # Elsewhere it names what is missing and changes nothing: the PyTorch backend build then says
 # the same in one line, and the Python-backend classifier keeps working.

@@ -1,4 +1,4 @@
-"""Evaluate the served `emotion` ensemble on labelled data (the logic: emotion_triton.evaluation).
+"""Evaluate the served `emotion` ensemble on labelled data (the command: emotion_triton.commands.evaluate).
 
 python client/evaluate.py ../shared/data/emotion                          # the directory's validation split
 python client/evaluate.py test.txt --protocol http --url 127.0.0.1:8000 --json
@@ -10,7 +10,7 @@ server cannot be used; 2 bad options or input; 3 the served model disagrees with
 
 import sys
 
-from emotion_triton.client.evaluate import main
+from emotion_triton.commands.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,7 +33,7 @@ EXPOSE 8000 8001 8002
 # tritonserver: tritonserver is PID 1 and gets docker's / the kubelet's SIGTERM itself.
 ENTRYPOINT ["/opt/emotion-triton/entrypoint.sh"]
 # The production flags; docker-compose.yml and deploy/k8s/deployment.yaml repeat them
-# (tests/test_deploy.py checks all three against emotion_triton.server.common_flags).
+# (tests/test_deploy.py checks all three against emotion_triton.serving.local_server.common_flags).
 CMD ["tritonserver", \
      "--model-repository=/models", \
      "--model-control-mode=none", \

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from emotion_triton.build import BuildOptions, build
+from emotion_triton.build.pipeline import BuildOptions, build
+from emotion_triton.build.training import training_arguments
 from emotion_triton.data import EMOTION_DATA_DIR, read_file
 from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
-from emotion_triton.server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions, free_port
-from emotion_triton.training import training_arguments
+from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions, free_port
 
 from .tiny_models import make_tiny_base
 

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from emotion_triton import export
-from emotion_triton.build import BuildOptions, build
-from emotion_triton.build_command import parse_build_arguments
+from emotion_triton.build import torchscript_export as export
+from emotion_triton.build.command import parse_build_arguments
+from emotion_triton.build.pipeline import BuildOptions, build
+from emotion_triton.build.training import training_arguments
 from emotion_triton.hub import HubUnavailableError
 from emotion_triton.repository import DEFAULT_REPOSITORY as PROJECT_REPOSITORY
 from emotion_triton.repository import Ensemble
-from emotion_triton.server import ServerError, check_repository_folders
-from emotion_triton.training import training_arguments
+from emotion_triton.serving.local_server import ServerError, check_repository_folders
 
 from .conftest import copy_repository, start_server
 from .tiny_models import FAMILIES
@@ -68,8 +68,8 @@ def test_build_installs_a_checked_model_and_a_full_report(family, built_reposito
 @pytest.mark.parametrize(
     ("exporter", "message"),
     [
-        ("emotion_triton.build.trace", "TorchScript differs"),
-        ("emotion_triton.onnx_export.export", "model.onnx differs"),
+        ("emotion_triton.build.pipeline.trace", "TorchScript differs"),
+        ("emotion_triton.build.onnx_export.export", "model.onnx differs"),
     ],
     ids=["model.pt", "model.onnx"],
 )
@@ -194,8 +194,8 @@ MISSING_CHECKPOINT = "runs/no-such-run/checkpoint"
     "arguments",
     [
         [str(PROJECT / "build" / "build.py"), "--finetuned", MISSING_CHECKPOINT],
-        ["-m", "emotion_triton.benchmark", "--checkpoint", MISSING_CHECKPOINT],
-        ["-m", "emotion_triton.benchmark", "--models", MISSING_CHECKPOINT],
+        ["-m", "emotion_triton.perf.benchmark", "--checkpoint", MISSING_CHECKPOINT],
+        ["-m", "emotion_triton.perf.benchmark", "--models", MISSING_CHECKPOINT],
     ],
     ids=["build", "bench", "bench-models"],
 )

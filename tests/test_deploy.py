@@ -35,9 +35,10 @@ import promql_parser
 import pytest
 import yaml
 
-from emotion_triton import server
 from emotion_triton.client import DEFAULT_URLS
+from emotion_triton.commands import serve
 from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parse_config
+from emotion_triton.serving import local_server as server
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -604,7 +605,17 @@ def test_model_files_import_only_what_the_images_have():
 def test_build_image_installs_what_the_build_imports():
     sources = [ROOT / "build" / "build.py"] + [
         ROOT / "src" / "emotion_triton" / f"{name}.py"
-        for name in ("build", "data", "export", "hub", "metrics", "modeling", "repository", "training")
+        for name in (
+            "build/pipeline",
+            "build/torchscript_export",
+            "build/onnx_export",
+            "build/modeling",
+            "build/training",
+            "data",
+            "hub",
+            "evaluation/classification_metrics",
+            "repository/model_config",
+        )
     ]
     modules = set().union(*(third_party_imports(path) for path in sources))
     distributions = importlib.metadata.packages_distributions()
@@ -690,7 +701,7 @@ def test_build_entrypoint_builds_only_a_repository_without_a_model(tmp_path, tem
     repository = tmp_path / "volume"  # an empty Kubernetes volume
     result = run_build_entrypoint(tmp_path, repository, template)
     assert result.returncode == 0, result.stderr
-    assert f"python build/build.py --finetuned {server.PUBLISHED_CHECKPOINT} --repository {repository}" in result.stdout
+    assert f"python build/build.py --finetuned {serve.PUBLISHED_CHECKPOINT} --repository {repository}" in result.stdout
     assert (repository / "emotion" / "config.pbtxt").is_file(), "the configurations are copied in first"
     assert all((repository / name / "1").is_dir() for name in ("emotion", "emotion_classifier")), "version folders"
 

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from emotion_triton.server import LocalServer, ServerError, ServerOptions, check_port_free, free_port
+from emotion_triton.commands.serve import ensure_built
+from emotion_triton.repository import Ensemble
+from emotion_triton.serving.local_server import LocalServer, ServerError, ServerOptions, check_port_free, free_port
 
 from .conftest import copy_repository
 
@@ -35,7 +37,7 @@ def test_no_model_offline_names_the_local_build_command(tmp_path, monkeypatch):
 
     hub.hub_reachable.cache_clear()
     with pytest.raises(ServerError, match=r"build one from local files with `python build/build.py --preset"):
-        LocalServer(options(copy_repository(tmp_path / "repo"))).preflight()
+        ensure_built(Ensemble.read(copy_repository(tmp_path / "repo")))
     hub.hub_reachable.cache_clear()
 
 
@@ -70,7 +72,7 @@ def test_main_job_serves_then_stops_cleanly_on_sigterm(built_repository, tmp_pat
         [
             sys.executable,
             "-m",
-            "emotion_triton.server",
+            "emotion_triton.commands.serve",
             "--repository",
             str(repository),
             "--http-port",
@@ -107,7 +109,7 @@ def test_main_job_reports_a_missing_model_in_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "emotion_triton.server",
+            "emotion_triton.commands.serve",
             "--repository",
             str(copy_repository(tmp_path / "repo")),
             "--http-port",

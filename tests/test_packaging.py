@@ -124,7 +124,7 @@ def test_a_client_only_install_classifies_without_torch(tmp_path, served):
     "modules",
     [
         "emotion_triton.client, emotion_triton.client.classify",  # the `client` extra
-        "emotion_triton.client.evaluate",  # the `evaluate` extra (torch only for --compare-with, imported then)
+        "emotion_triton.commands.evaluate, emotion_triton.evaluation.server_accuracy",  # the `evaluate` extra (torch only for --compare-with, imported then)
     ],
 )
 def test_the_client_layers_import_neither_torch_nor_transformers(modules):

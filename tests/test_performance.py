@@ -12,16 +12,16 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from emotion_triton import build as build_module
-from emotion_triton import onnx_export
-from emotion_triton.benchmark import BenchOptions, model_table, run
-from emotion_triton.build import BuildOptions, QuantizationRefused, build
+from emotion_triton.build import onnx_export
+from emotion_triton.build import pipeline as build_module
+from emotion_triton.build.modeling import predict_logits, softmax
+from emotion_triton.build.pipeline import BuildOptions, QuantizationRefused, build
+from emotion_triton.build.torchscript_export import INT8_MIXED_BATCH_TOLERANCE
 from emotion_triton.client import EmotionClient
-from emotion_triton.export import INT8_MIXED_BATCH_TOLERANCE
-from emotion_triton.loadgen import closed_loop
-from emotion_triton.modeling import predict_logits, softmax
+from emotion_triton.perf.benchmark import BenchOptions, model_table, run
+from emotion_triton.perf.loadgen import closed_loop
 from emotion_triton.repository import Ensemble
-from emotion_triton.server import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
+from emotion_triton.serving.local_server import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
 
 from .conftest import CLASSIFIERS, copy_repository, start_server
 

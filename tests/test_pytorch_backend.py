@@ -6,9 +6,9 @@ built it); these tests check the failures a user can meet.
 
 import pytest
 
-from emotion_triton import pytorch_backend
-from emotion_triton.pytorch_backend import BackendBuildError, ensure_backend
-from emotion_triton.server import LocalServer, ServerError, ServerOptions, free_port
+from emotion_triton.serving import pytorch_backend
+from emotion_triton.serving.local_server import LocalServer, ServerError, ServerOptions, free_port
+from emotion_triton.serving.pytorch_backend import BackendBuildError, ensure_backend
 
 
 def test_the_cached_library_is_the_one_for_the_installed_torch_and_sources():

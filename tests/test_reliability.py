@@ -30,12 +30,12 @@ import tritonclient.http as httpclient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from tritonclient.utils import InferenceServerException
 
-from emotion_triton import soak
+from emotion_triton.build.modeling import predict_logits, softmax
+from emotion_triton.build.torchscript_export import trace
 from emotion_triton.client import ClientError, EmotionClient, RequestTimeoutError, ServerOverloadedError
-from emotion_triton.export import trace
-from emotion_triton.modeling import predict_logits, softmax
+from emotion_triton.perf import soak
 from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble
-from emotion_triton.server import (
+from emotion_triton.serving.local_server import (
     SHM_DIR,
     SHM_PREFIX,
     LocalServer,
@@ -197,13 +197,13 @@ def running(process: psutil.Process) -> bool:
 
 
 class ServeProcess:
-    """`python -m emotion_triton.server` in a subprocess (the serve_forever supervision), with its output."""
+    """`python -m emotion_triton.commands.serve` in a subprocess (the serve_forever supervision), with its output."""
 
     def __init__(self, repository: Path, log_file: Path, *args: str):
         self.ports = [free_port() for _ in range(3)]
         self.http_url, self.grpc_url = f"127.0.0.1:{self.ports[0]}", f"127.0.0.1:{self.ports[1]}"
         self.metrics_url = f"http://127.0.0.1:{self.ports[2]}/metrics"
-        command = [sys.executable, "-m", "emotion_triton.server", "--repository", str(repository)]
+        command = [sys.executable, "-m", "emotion_triton.commands.serve", "--repository", str(repository)]
         command += ["--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1])]
         command += ["--metrics-port", str(self.ports[2]), "--log-file", str(log_file), *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -661,7 +661,7 @@ def test_a_killed_stub_is_detected_and_tritonserver_restarted_until_restarts_run
 
 
 def test_sigterm_under_load_finishes_requests_in_flight_and_exits_in_time(built_repository, known, tmp_path):
-    """SIGTERM to `python -m emotion_triton.server`, as the README's "Operating it" describes it.
+    """SIGTERM to `python -m emotion_triton.commands.serve`, as the README's "Operating it" describes it.
 
     tritonserver closes its HTTP listener at once (new connections are refused) and keeps serving
     gRPC and the HTTP connections already open; the local server keeps it in that phase until the
@@ -791,7 +791,15 @@ def test_the_server_refuses_to_start_on_a_broken_model_with_a_one_line_cause(
         target.write_text('{"version": "1.0", "truncated')
     ports = [str(free_port()) for _ in range(3)]
     result = subprocess.run(
-        [sys.executable, "-m", "emotion_triton.server", "--repository", str(repository), "--classifier", classifier]
+        [
+            sys.executable,
+            "-m",
+            "emotion_triton.commands.serve",
+            "--repository",
+            str(repository),
+            "--classifier",
+            classifier,
+        ]
         + ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]],
         capture_output=True,
         text=True,

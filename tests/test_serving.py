@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from emotion_triton.build.modeling import predict_logits, softmax
 from emotion_triton.client import ClientError, EmotionClient, ServerUnreachableError
-from emotion_triton.modeling import predict_logits, softmax
 from emotion_triton.repository import Ensemble
 
 from .conftest import CLASSIFIERS

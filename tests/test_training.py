@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import transformers
 
-from emotion_triton.build import BuildOptions, build
+from emotion_triton.build.modeling import load_classifier, load_tokenizer, predict_logits
+from emotion_triton.build.pipeline import BuildOptions, build
+from emotion_triton.build.training import average_last_checkpoints, training_arguments
 from emotion_triton.data import load
-from emotion_triton.modeling import load_classifier, load_tokenizer, predict_logits
-from emotion_triton.training import average_last_checkpoints, training_arguments
 
 from .conftest import copy_repository
 

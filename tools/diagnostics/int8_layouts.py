@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
+from emotion_triton.build.modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
+from emotion_triton.build.torchscript_export import ragged_batch
 from emotion_triton.data import EMOTION_VALIDATION_FILE
-from emotion_triton.evaluation import read_labelled
-from emotion_triton.export import ragged_batch
-from emotion_triton.modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
+from emotion_triton.evaluation.server_accuracy import read_labelled
 from emotion_triton.repository import Ensemble
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
 DEFAULT_ENSEMBLE = "emotion"
 # The classifier variants a CPU host serves: variant -> the tritonserver --model-config-name that

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .hub import from_hub_or_path
+from ..hub import from_hub_or_path
 
 
 def load_tokenizer(name_or_path: str, option: str):

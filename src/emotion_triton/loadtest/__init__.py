@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
-from .client import DEFAULT_URLS, ClientError, EmotionClient
-from .repository import PROJECT_ROOT
+from .. import data
+from ..client import DEFAULT_URLS, ClientError, EmotionClient
+from ..repository import PROJECT_ROOT
 
 logger = logging.getLogger("emotion.loadtest")
 

@@ -1,4 +1,4 @@
-"""The `emotion-evaluate` command (client/evaluate.py): accuracy of the served `emotion` ensemble on labelled data.
+"""The `emotion-evaluate` command (also client/evaluate.py): accuracy of the served `emotion` ensemble on labelled data.
 
     emotion-evaluate ../shared/data/emotion                          # the directory's validation split
     emotion-evaluate test.txt --protocol http --url 127.0.0.1:8000 --json
@@ -6,13 +6,14 @@
 
 Exit codes: 0 every text answered (and parity held, with --compare-with); 1 some texts failed or the
 server cannot be used; 2 bad options or input; 3 the served model disagrees with the eager checkpoint.
-Needs the `evaluate` extra; --compare-with also needs torch and transformers (the `build` extra).
+Needs the `evaluate` extra; --compare-with also needs torch and transformers (the `build` extra): the
+command composes the evaluation layer with the build's eager reference, imported only then.
 """
 
 import argparse
 from pathlib import Path
 
-from ..evaluation import EvaluationOptions, run
+from ..evaluation.server_accuracy import EvaluationOptions, run
 
 
 def main(argv=None) -> int:
@@ -39,6 +40,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the text report")
     parser.add_argument("--report-dir", type=Path, help="write evaluation.json and confusion_matrix.png here")
     args = parser.parse_args(argv)
+    load_reference = None
+    if args.compare_with:
+        from ..build.eager_reference import CheckpointReference  # torch and transformers: only for --compare-with
+
+        load_reference = CheckpointReference
     return run(
         EvaluationOptions(
             source=args.source,
@@ -52,5 +58,6 @@ def main(argv=None) -> int:
             compare_with=args.compare_with,
             as_json=args.json,
             report_dir=args.report_dir,
-        )
+        ),
+        load_reference,
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .modeling import length_sorted_batches, predict_logits
+from ..build.modeling import length_sorted_batches, predict_logits
 
 
 class TextRequest(BaseModel):
@@ -72,7 +72,7 @@ def measure_onnx_runtime(
 
     texts/s over length-sorted batches of 64 (as `measure_sorted_eager`); p50 of one text at a time.
     """
-    from .onnx_export import predict_logits, run, session
+    from ..build.onnx_export import predict_logits, run, session
 
     onnx_session = session(path, threads)
     num_labels = onnx_session.get_outputs()[0].shape[1]

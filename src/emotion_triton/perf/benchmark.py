@@ -34,15 +34,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import data as data_module
-from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
-from .build import BuildOptions, build
-from .evaluation import EvaluationOptions, evaluate, read_labelled
-from .hub import ModelSourceError
-from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
-from .modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
-from .repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
-from .server import (
+from .. import data as data_module
+from ..build.modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
+from ..build.pipeline import BuildOptions, build
+from ..build.training import training_arguments
+from ..evaluation.server_accuracy import EvaluationOptions, evaluate_served, read_labelled
+from ..hub import ModelSourceError
+from ..repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
+from ..serving.local_server import (
     COMPUTED_TOKENS,
     DEFAULT_CLASSIFIER,
     REAL_TOKENS,
@@ -52,7 +51,8 @@ from .server import (
     metric_total,
     triton_metrics,
 )
-from .training import training_arguments
+from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
+from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATA = str(data_module.EMOTION_VALIDATION_FILE)
@@ -182,7 +182,7 @@ def eager_reference(model, tokenizer, data: str, max_length: int) -> dict:
 
 def served_accuracy(server: LocalServer, data: str, eager: dict) -> dict:
     """Accuracy through the server over all of `data`, and how often its labels are the eager fp32 model's."""
-    report = evaluate(EvaluationOptions(source=data, url=server.grpc_url, concurrency=4, progress=False))
+    report = evaluate_served(EvaluationOptions(source=data, url=server.grpc_url, concurrency=4, progress=False))
     predicted = [row["predicted"] for row in report["predictions"]]
     same = [p == e for p, e in zip(predicted, eager["labels"], strict=True) if p is not None]
     accuracy = report["metrics"]["accuracy"]
@@ -236,7 +236,7 @@ def sweep_fastapi(checkpoint: Path, texts: list[str], options: BenchOptions, max
         [
             sys.executable,
             "-m",
-            "emotion_triton.baselines",
+            "emotion_triton.perf.baselines",
             "--checkpoint",
             str(checkpoint),
             "--port",
@@ -622,7 +622,7 @@ def model_table(checkpoints: list[Path], options: BenchOptions) -> list[dict]:
         repository = export_repository(checkpoint, options.data, options.results / f"repo-model{index}", "none")
         server = serve_repository(repository, options.results)
         try:
-            report = evaluate(EvaluationOptions(source=options.data, url=server.grpc_url, concurrency=4))
+            report = evaluate_served(EvaluationOptions(source=options.data, url=server.grpc_url, concurrency=4))
             runs = [asyncio.run(_measure(ensemble_sender(server), texts, c, 1, options.seconds)) for c in (8, 16)]
             best = max(runs, key=lambda r: r.texts_per_second)
         finally:

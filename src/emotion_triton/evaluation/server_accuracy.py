@@ -1,8 +1,8 @@
 """Evaluate the served ensemble on labelled data: quality, throughput, latency, and parity with the eager model.
 
-    python client/evaluate.py ../shared/data/emotion                        # its validation split
-    python client/evaluate.py test.txt --protocol http --url 127.0.0.1:8000 --json
-    python client/evaluate.py dair-ai/emotion:test --compare-with runs/x/checkpoint --report-dir results/
+    emotion-evaluate ../shared/data/emotion                        # its validation split
+    emotion-evaluate test.txt --protocol http --url 127.0.0.1:8000 --json
+    emotion-evaluate dair-ai/emotion:test --compare-with runs/x/checkpoint --report-dir results/
 
 The texts go through the served ensemble in batched requests, `concurrency` at a
 time (EmotionClient in threads); every request is timed as it is sent. Label
@@ -21,17 +21,19 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from . import data as data_module
-from .client import ClientError, EmotionClient, ModelNotServedError, RequestRecord
-from .data import SUFFIXES, Problems
-from .hub import ModelSourceError
-from .metrics import classification_metrics, format_metrics, plot_confusion_matrix
+from .. import data as data_module
+from ..client import ClientError, EmotionClient, ModelNotServedError, RequestRecord
+from ..data import SUFFIXES, Problems
+from ..hub import ModelSourceError
+from .classification_metrics import classification_metrics, format_metrics, plot_confusion_matrix
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
 PARITY_TOLERANCE = 1e-4  # largest allowed |served - eager| of any class probability (fp32)
@@ -224,32 +226,29 @@ def served_max_length(client: EmotionClient) -> int:
 # -- parity with the eager model ---------------------------------------------------------------
 
 
-def load_checkpoint(path: str):
-    """(tokenizer, model) of a fine-tuned checkpoint directory, loaded before any request is sent."""
-    if not Path(path).is_dir():
-        raise EvaluationError(f"--compare-with needs a fine-tuned checkpoint directory; {path} is not one")
-    from .modeling import load_classifier, load_tokenizer
+class EagerReference(Protocol):
+    """The fine-tuned checkpoint run eagerly, loaded before any request is sent (--compare-with).
 
-    try:
-        return load_tokenizer(path, "--compare-with"), load_classifier(path, "--compare-with")
-    except (OSError, ValueError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise EvaluationError(f"cannot load the checkpoint {path}: {first[:200]}") from error
+    The build layer implements it (emotion_triton.build.eager_reference, torch and transformers); the
+    emotion-evaluate command passes its loader in, so this layer never imports either.
+    """
+
+    labels: list[str]  # the checkpoint's class names, in its own order
+
+    def probabilities(self, texts: list[str], max_length: int) -> np.ndarray: ...
 
 
 def compare_with_eager(
-    tokenizer, model, texts: list[str], served_scores: np.ndarray, server_labels: list[str], max_length: int
+    reference: EagerReference, texts: list[str], served_scores: np.ndarray, server_labels: list[str], max_length: int
 ) -> dict:
     """Runs the eager model on the texts the server answered and compares labels and probabilities."""
-    from .modeling import checkpoint_labels, predict_logits, softmax
-
-    names = checkpoint_labels(model)
+    names = reference.labels
     report = {"compared": len(texts), "max_length": max_length, "tolerance": PARITY_TOLERANCE}
     if sorted(names) != sorted(server_labels):
         return {**report, "passed": False, "reason": f"the checkpoint's labels {names} are not the server's"}
     if not texts:
         return {**report, "passed": False, "reason": "the server answered no text to compare"}
-    eager = softmax(predict_logits(model, tokenizer, texts, max_length))[:, [names.index(n) for n in server_labels]]
+    eager = reference.probabilities(texts, max_length)[:, [names.index(n) for n in server_labels]]
     eager_ids, served_ids = eager.argmax(axis=1), served_scores.argmax(axis=1)
     agreement = float((eager_ids == served_ids).mean())
     max_diff = float(np.abs(eager - served_scores).max())
@@ -282,12 +281,18 @@ def compare_with_eager(
 # -- the whole evaluation ----------------------------------------------------------------------
 
 
-def evaluate(options: EvaluationOptions) -> dict:
-    """Runs the evaluation and returns its report; raises EvaluationError, ModelSourceError or ClientError."""
+def evaluate_served(options: EvaluationOptions, load_reference: Callable[[str], EagerReference] | None = None) -> dict:
+    """Runs the evaluation and returns its report; raises EvaluationError, ModelSourceError or ClientError.
+
+    `load_reference` loads the eager checkpoint of `options.compare_with` (the build layer's
+    CheckpointReference); it is called once the data are read, before any request is sent.
+    """
     if options.concurrency < 1:
         raise EvaluationError("--concurrency must be at least 1")
+    if options.compare_with and load_reference is None:
+        raise EvaluationError("--compare-with needs the eager model's loader: run it with the emotion-evaluate command")
     data = read_labelled(options.source, options.split)
-    eager = load_checkpoint(options.compare_with) if options.compare_with else None
+    eager = load_reference(options.compare_with) if options.compare_with else None
     with EmotionClient(options.url, options.protocol, options.model, options.timeout) as client:
         server_labels = client.labels
         max_batch = client.max_batch_size
@@ -319,7 +324,7 @@ def evaluate(options: EvaluationOptions) -> dict:
     parity = None
     if eager:
         served = np.array([sent.outcomes[i].scores for i in answered], dtype=np.float32).reshape(-1, len(server_labels))
-        parity = compare_with_eager(*eager, [data.texts[i] for i in answered], served, server_labels, max_length)
+        parity = compare_with_eager(eager, [data.texts[i] for i in answered], served, server_labels, max_length)
         parity["checkpoint"] = str(options.compare_with)
 
     problems = data.problems
@@ -435,10 +440,10 @@ def write_report_dir(report: dict, directory: str | Path) -> list[Path]:
     return written
 
 
-def run(options: EvaluationOptions) -> int:
+def run(options: EvaluationOptions, load_reference: Callable[[str], EagerReference] | None = None) -> int:
     """The command line's work: evaluate, print (text or --json), write --report-dir; returns the exit code."""
     try:
-        report = evaluate(options)
+        report = evaluate_served(options, load_reference)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

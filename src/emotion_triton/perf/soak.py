@@ -40,8 +40,16 @@ from pathlib import Path
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from .repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY
-from .server import DEFAULT_CLASSIFIER, SHM_PREFIX, LocalServer, ServerError, ServerOptions, free_port, triton_metrics
+from ..repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY
+from ..serving.local_server import (
+    DEFAULT_CLASSIFIER,
+    SHM_PREFIX,
+    LocalServer,
+    ServerError,
+    ServerOptions,
+    free_port,
+    triton_metrics,
+)
 
 PROBE_TEXTS = [
     "i feel wonderful today",

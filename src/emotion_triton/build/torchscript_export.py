@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .repository import Ensemble, set_parameter
+from ..repository import Ensemble, set_parameter
 
 LOGIT_TOLERANCE = 1e-4
 # Dynamic int8 quantizes the activations of a forward pass with one scale for the whole batch, padding

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .build import BuildOptions, build
-from .export import ExportCheckError
-from .hub import ModelSourceError
-from .repository import PROJECT_ROOT
+from ..hub import ModelSourceError
+from ..repository import PROJECT_ROOT
+from .pipeline import BuildOptions, build
+from .torchscript_export import ExportCheckError
 from .training import PRESETS, TRAINING_DEFAULTS
 
 

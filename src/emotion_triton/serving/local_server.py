@@ -38,16 +38,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import psutil
 
+from ..repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
 from .pytorch_backend import BackendBuildError, ensure_backend, torch_dir
-from .repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
 
-PUBLISHED_CHECKPOINT = "bhadresh-savani/distilbert-base-uncased-emotion"
 OFFLINE_BUILD_COMMAND = "python build/build.py --preset minilm-offline"
 RESTRICTED_APIS = "shared-memory,model-repository,logging,trace"
 logger = logging.getLogger(__name__)
@@ -231,23 +231,6 @@ def check_repository_folders(repository: Path) -> None:
         )
 
 
-def ensure_built(ensemble: Ensemble) -> None:
-    """With no model yet, exports the model card's published checkpoint; offline, says how to build locally."""
-    if ensemble.model_file.exists() or ensemble.tokenizer_file.exists():
-        return
-    from .hub import hub_reachable
-
-    if not hub_reachable():
-        raise ServerError(
-            f"no model in {_relative(ensemble.repository)} yet, and the Hugging Face Hub (for {PUBLISHED_CHECKPOINT}) "
-            f"is unreachable: build one from local files with `{OFFLINE_BUILD_COMMAND}`"
-        )
-    from .build import BuildOptions, build
-
-    logger.info("no model in %s yet: exporting %s from the Hub", _relative(ensemble.repository), PUBLISHED_CHECKPOINT)
-    build(BuildOptions(finetuned=PUBLISHED_CHECKPOINT, data=None, repository=ensemble.repository))
-
-
 def _relative(path: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(Path.cwd()))
@@ -316,7 +299,6 @@ class LocalServer:
         ):
             check_port_free(self.options.host, port, what)
         check_repository_folders(self.options.repository)
-        ensure_built(self.ensemble)
         check_built_model(self.ensemble, self.options.classifier)
 
     def start(self) -> None:
@@ -635,7 +617,9 @@ def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prepare: Callable[[Ensemble], None] | None = None) -> int:
+    """The supervised local server; `prepare` runs once before the first start (the serve command builds a
+    missing model there: this layer never imports the build)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     defaults = ServerOptions()
     parser = argparse.ArgumentParser(description="Serve the emotion ensemble with a local tritonserver on the CPU.")
@@ -685,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"starting tritonserver on {options.host} (log: {server.log_file})", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM while starting stops tritonserver too
     try:
+        if prepare is not None:
+            prepare(server.ensemble)
         server.start()
     except ServerError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import LOGIT_TOLERANCE, ExportCheckError, LogitsOnly, parity_cases
 from .modeling import sorted_batch_logits
+from .torchscript_export import LOGIT_TOLERANCE, ExportCheckError, LogitsOnly, parity_cases
 
 INPUT_NAMES = ["input_ids", "attention_mask"]  # onnx_model.py feeds these
 OUTPUT_NAME = "logits"

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import data as data_module
-from .export import STAGING_PREFIX, check_against_eager, install, trace
-from .hub import HubUnavailableError, check_local_path, resolve_packaged_model
-from .metrics import classification_metrics, format_metrics, plot_confusion_matrix
+from .. import data as data_module
+from ..evaluation.classification_metrics import classification_metrics, format_metrics, plot_confusion_matrix
+from ..hub import HubUnavailableError, check_local_path, resolve_packaged_model
+from ..repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
 from .onnx_export import build_onnx
-from .repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
+from .torchscript_export import STAGING_PREFIX, check_against_eager, install, trace
 from .training import MODEL_CARD_TRAINING, evaluate, fine_tune, predicted_ids, training_arguments
 
 

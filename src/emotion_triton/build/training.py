@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import EMOTION_DATA_DIR, LabelledData
-from .metrics import classification_metrics
+from ..data import EMOTION_DATA_DIR, LabelledData
+from ..evaluation.classification_metrics import classification_metrics
 from .modeling import predict_logits
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from .repository import PROJECT_ROOT
+from ..repository import PROJECT_ROOT
 
 RELEASE = "r24.10"  # the release of the wheel's tritonserver 2.51 (NGC 24.10)
 VENDORED_SOURCES = PROJECT_ROOT.parent / "shared" / "vendor" / f"triton-{RELEASE}"

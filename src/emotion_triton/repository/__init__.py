@@ -1,0 +1,30 @@
+"""The base layer: the Triton model repository, whose config.pbtxt files are the one source of truth.
+
+Importable by every other layer; it imports none of them.
+"""
+
+from .model_config import (
+    BUILD_OUTPUTS,
+    CLASSIFIER_CONFIGS,
+    DEFAULT_ENSEMBLE,
+    DEFAULT_REPOSITORY,
+    PROJECT_ROOT,
+    Ensemble,
+    copy_sources,
+    parameter,
+    parse_config,
+    set_parameter,
+)
+
+__all__ = [
+    "BUILD_OUTPUTS",
+    "CLASSIFIER_CONFIGS",
+    "DEFAULT_ENSEMBLE",
+    "DEFAULT_REPOSITORY",
+    "PROJECT_ROOT",
+    "Ensemble",
+    "copy_sources",
+    "parameter",
+    "parse_config",
+    "set_parameter",
+]
