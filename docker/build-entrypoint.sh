@@ -7,7 +7,7 @@
 #
 #   BUILD_MODE=export     (default) export the published fine-tuned checkpoint BUILD_CHECKPOINT
 #   BUILD_MODE=finetune   fine-tune with the model card's recipe (python build/build.py)
-#   BUILD_ARGS            extra options for build/build.py, e.g. "--epochs 2"
+#   BUILD_ARGS            extra options for build/build.py, e.g. "--num_train_epochs 2"
 #   MODEL_REPOSITORY      the repository to fill (default /workspace/model_repository)
 #
 # To rebuild, delete the two files (or the volume) and run it again.

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..hub import ModelSourceError
-from ..repository import PROJECT_ROOT
+from ..repository import RUNS_DIR
 from .pipeline import BuildOptions, build
 from .torchscript_export import ExportCheckError
 from .training import PRESETS, TRAINING_DEFAULTS
@@ -29,7 +29,7 @@ def parse_build_arguments(argv: list[str], description: str | None = None):
         parents=[preset_parser],
     )
     # A named run keeps its folder where `make bench` and `--compare-with` look: runs/<preset>/checkpoint.
-    parser.set_defaults(**TRAINING_DEFAULTS, output_dir=str(PROJECT_ROOT / "runs" / preset.preset))
+    parser.set_defaults(**TRAINING_DEFAULTS, output_dir=str(RUNS_DIR / preset.preset))
     parser.set_defaults(**PRESETS[preset.preset])
     options, training = parser.parse_args_into_dataclasses(argv)[:2]  # then a namespace holding --preset
     if options.finetuned and "--data" not in rest:

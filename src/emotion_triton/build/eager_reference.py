@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.server_accuracy import EvaluationError
+from ..repository import DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits, softmax
 
 
@@ -16,7 +17,8 @@ class CheckpointReference:
 
     def __init__(self, path: str):
         if not Path(path).is_dir():
-            raise EvaluationError(f"--compare-with needs a fine-tuned checkpoint directory; {path} is not one")
+            hint = f" (`{OFFLINE_BUILD_COMMAND}` writes it)" if Path(path) == DEFAULT_CHECKPOINT else ""
+            raise EvaluationError(f"--compare-with needs a fine-tuned checkpoint directory; {path} is not one{hint}")
         try:
             self.tokenizer = load_tokenizer(path, "--compare-with")
             self.model = load_classifier(path, "--compare-with")

