@@ -1,0 +1,116 @@
+"""The README's path, walked on a tiny model: its build command, `make serve`, its classify and evaluate
+commands and `make bench`'s checkpoint, in a copy of the project laid out as a user's checkout
+(the shared data beside it), with no path written by hand."""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from emotion_triton.serving.local_server import free_port
+
+PROJECT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.server
+
+
+def readme_command(pattern: str) -> list[str]:
+    """The README's first command line matching `pattern`, without its comment, run with this Python."""
+    commands = [line.split("  #")[0].strip() for line in (PROJECT / "README.md").read_text().splitlines()]
+    line = next(line for line in commands if re.search(pattern, line) and line.startswith((".venv/bin/", "python ")))
+    words = shlex.split(line)
+    return [sys.executable, *words[1:]] if words[0].endswith("python") else words
+
+
+def make_recipe(target: str, **variables) -> list[str]:
+    """The Makefile's recipe of `target` (its first line), with $(BIN)/python this Python and `variables` set."""
+    makefile = (PROJECT / "Makefile").read_text()
+    recipe = re.search(rf"^{target}:.*\n\t(.+)$", makefile, re.MULTILINE)[1]
+    defaults = dict(re.findall(r"^(\w+) \?= (\S+)$", makefile, re.MULTILINE))
+    values = {**defaults, **variables, "BIN": str(Path(sys.executable).parent)}
+    return shlex.split(re.sub(r"\$\((\w+)\)", lambda m: values[m[1]], recipe))
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """The project's sources in tmp_path/work/project, with ../shared beside it as on a user's machine."""
+    project = tmp_path / "work" / "project"
+    for name in ("src", "build", "client", "model_repository", "Makefile", "README.md", "pyproject.toml"):
+        source = PROJECT / name
+        if source.is_dir():
+            shutil.copytree(
+                source,
+                project / name,
+                ignore=shutil.ignore_patterns(
+                    "__pycache__", "*.pt", "*.onnx", "tokenizer.json", "build_report.json", "*.png", "bdist*", "lib"
+                ),
+            )
+        else:
+            shutil.copy2(source, project / name)
+    (tmp_path / "work" / "shared").symlink_to(PROJECT.parent / "shared")
+    return project
+
+
+def run(command: list[str], cwd: Path, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{shlex.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def test_the_readme_commands_find_each_others_files(checkout, tiny_base):
+    env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    # The build command of the README, on a tiny base model and a few steps: what it writes is found below.
+    build = readme_command(r"build/build.py --preset minilm-offline")
+    run(
+        [*build, "--base_model", str(tiny_base("bert")), "--max_steps", "4", "--average_last_epochs", "1"],
+        checkout,
+        env,
+    )
+    checkpoint = checkout / "runs" / "minilm-offline" / "checkpoint"
+    assert (checkpoint / "config.json").is_file()
+    # `make bench` benchmarks that checkpoint without being told where it is.
+    bench = make_recipe("bench")
+    assert checkout / bench[bench.index("--checkpoint") + 1] == checkpoint
+
+    ports = {"HTTP_PORT": str(free_port()), "GRPC_PORT": str(free_port()), "METRICS_PORT": str(free_port())}
+    server = subprocess.Popen(
+        make_recipe("serve", **ports),
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in server.stdout:
+            if "Ctrl-C stops it" in line:
+                break
+        else:
+            pytest.fail(f"make serve exited {server.wait()} before serving")
+        grpc_url = f"127.0.0.1:{ports['GRPC_PORT']}"
+        classify = run([*readme_command(r"client/classify.py --text"), "--url", grpc_url], checkout, env)
+        lines = classify.stdout.splitlines()
+        assert [line for line in lines if not line.startswith(" ")] == ["i feel wonderful today", "this is terrifying"]
+        assert len([line for line in lines if re.match(r"  \w+ +\d+\.\d\d%", line)]) == 2 * 6  # every class, each text
+        # The README's evaluation with --compare-with and no path: the build's checkpoint, identical labels.
+        evaluate = run([*readme_command(r"client/evaluate.py \S+ --compare-with$"), "--url", grpc_url], checkout, env)
+        assert re.search(
+            rf"parity with the eager model {re.escape(str(checkpoint))} .*labels agree 100.00%.*: OK", evaluate.stdout
+        )
+    finally:
+        server.terminate()
+        server.wait(60)
+    assert not _answers(ports["HTTP_PORT"])
+
+
+def _answers(port: str) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=2).close()
+    except OSError:
+        return False
+    return True
