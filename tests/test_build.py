@@ -22,7 +22,7 @@ from emotion_triton.build.training import TrainingArguments
 from emotion_triton.hub import HubUnavailableError
 from emotion_triton.repository import DEFAULT_REPOSITORY as PROJECT_REPOSITORY
 from emotion_triton.repository import Ensemble
-from emotion_triton.serving.local_server import ServerError, check_repository_folders
+from emotion_triton.serving.preflight import ServerError, check_repository_folders
 
 from .conftest import copy_repository, start_server
 from .tiny_models import FAMILIES

@@ -39,6 +39,7 @@ from emotion_triton.client import DEFAULT_URLS
 from emotion_triton.commands import serve
 from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parse_config
 from emotion_triton.serving import local_server as server
+from emotion_triton.serving.preflight import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -836,7 +837,7 @@ def test_healthcheck_fails_when_the_ensemble_cannot_answer(fake_triton, monkeypa
 
 def test_healthcheck_without_a_server(capsys):
     healthcheck = load_healthcheck()
-    assert healthcheck.main(["--url", f"http://127.0.0.1:{server.free_port()}", "--timeout", "4"]) == 1
+    assert healthcheck.main(["--url", f"http://127.0.0.1:{free_port()}", "--timeout", "4"]) == 1
     assert "no answer" in capsys.readouterr().err
 
 

@@ -40,16 +40,9 @@ from ..build.pipeline import BuildOptions, build
 from ..evaluation.server_accuracy import EvaluationOptions, evaluate_served, read_labelled
 from ..hub import ModelSourceError
 from ..repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, Ensemble, copy_sources
-from ..serving.local_server import (
-    COMPUTED_TOKENS,
-    DEFAULT_CLASSIFIER,
-    REAL_TOKENS,
-    LocalServer,
-    ServerOptions,
-    free_port,
-    metric_total,
-    triton_metrics,
-)
+from ..serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions
+from ..serving.preflight import free_port
+from ..serving.prometheus import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
 from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
 

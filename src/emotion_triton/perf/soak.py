@@ -41,15 +41,9 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from ..repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY
-from ..serving.local_server import (
-    DEFAULT_CLASSIFIER,
-    SHM_PREFIX,
-    LocalServer,
-    ServerError,
-    ServerOptions,
-    free_port,
-    triton_metrics,
-)
+from ..serving.local_server import DEFAULT_CLASSIFIER, SHM_PREFIX, LocalServer, ServerOptions
+from ..serving.preflight import ServerError, free_port
+from ..serving.prometheus import triton_metrics
 
 PROBE_TEXTS = [
     "i feel wonderful today",
