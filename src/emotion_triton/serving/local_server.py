@@ -4,8 +4,6 @@ start, inference canary, Python-backend stubs, memory and /dev/shm regions, and 
 from __future__ import annotations
 
 import http.client
-import json
-import logging
 import os
 import secrets
 import signal
@@ -14,7 +12,6 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +19,7 @@ from typing import NamedTuple
 import psutil
 
 from ..repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
+from . import canary
 from .preflight import (
     ServerError,
     backend_directory,
@@ -33,34 +31,13 @@ from .preflight import (
 )
 from .prometheus import triton_metrics
 from .pytorch_backend import torch_dir
+from .tritonserver_flags import TritonServerFlags
 
-RESTRICTED_APIS = "shared-memory,model-repository,logging,trace"
-logger = logging.getLogger(__name__)
-ADMIN_HEADER = "admin-key"
-CANARY_TEXT = "i feel fine today"
-OVERLOADED = (429, 503)  # queue full or queue timeout: the server answered, it is busy, not broken
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's regions, one per stub
 # The classifier variant `make serve` runs: the fastest in `make bench` on 2 cores (docs/performance.md):
 # model.onnx on ONNX Runtime led at every concurrency, fp32 and int8 (1.5x the Python variant's texts/s at one client).
 DEFAULT_CLASSIFIER = "onnx"
-
-
-def common_flags(exit_timeout: int, admin_key: str) -> list[str]:
-    """The tritonserver flags of every deployment: this local server, docker-compose.yml and deploy/k8s.
-
-    Model control mode `none` (no repository polling, no load/unload API), strict readiness, the exit
-    timeout and the APIs restricted to the `admin-key` header; addresses, ports, the repository and the
-    model configuration differ per deployment (tests/test_deploy.py compares them).
-    """
-    restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={admin_key}"
-    return [
-        "--model-control-mode=none",
-        "--strict-readiness=true",
-        f"--exit-timeout-secs={exit_timeout}",
-        f"--http-restricted-api={restricted}",
-        f"--grpc-restricted-protocol={restricted}",
-    ]
 
 
 class MemoryUsage(NamedTuple):
@@ -110,23 +87,26 @@ class LocalServer:
     def metrics_url(self) -> str:
         return f"http://{self.options.host}:{self.options.metrics_port}/metrics"
 
-    def command(self) -> list[str]:
+    def flags(self) -> TritonServerFlags:
+        """The container's flags (TritonServerFlags) with this server's repository, classifier config,
+        backend folder and loopback addresses."""
         o = self.options
-        return [
-            str(pytriton_dir() / "bin" / "tritonserver"),
-            f"--model-repository={Path(o.repository).resolve()}",
-            f"--model-config-name={CLASSIFIER_CONFIGS[o.classifier]}",
-            f"--backend-directory={backend_directory(self._workdir, pytorch=self.needs_pytorch_backend)}",
-            *common_flags(o.exit_timeout, o.admin_key),
-            f"--http-address={o.host}",
-            f"--http-port={o.http_port}",
-            f"--grpc-address={o.host}",
-            f"--grpc-port={o.grpc_port}",
-            f"--metrics-address={o.host}",
-            f"--metrics-port={o.metrics_port}",
-            "--allow-gpu-metrics=false",
-            *o.extra_args,
-        ]
+        return TritonServerFlags(
+            model_repository=str(Path(o.repository).resolve()),
+            model_config_name=CLASSIFIER_CONFIGS[o.classifier],
+            admin_key=o.admin_key,
+            exit_timeout=o.exit_timeout,
+            http_port=o.http_port,
+            grpc_port=o.grpc_port,
+            metrics_port=o.metrics_port,
+            address=o.host,
+            allow_gpu_metrics=False,
+            backend_directory=str(backend_directory(self._workdir, pytorch=self.needs_pytorch_backend)),
+            extra=tuple(o.extra_args),
+        )
+
+    def command(self) -> list[str]:
+        return self.flags().argv(str(pytriton_dir() / "bin" / "tritonserver"))
 
     @property
     def needs_pytorch_backend(self) -> bool:
@@ -176,13 +156,6 @@ class LocalServer:
             f"the ensemble did not answer within {self.options.ready_timeout:.0f} s: {self.log_summary()}"
         )
 
-    def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
     def canary(self, timeout: float = 5.0) -> bool:
         """True when the ensemble answers a real inference: the only proof that every step works."""
         return self.health_problem(timeout, overloaded_ok=False) is None
@@ -190,34 +163,13 @@ class LocalServer:
     def health_problem(self, timeout: float = 10.0, overloaded_ok: bool = True) -> str | None:
         """None when the server is ready and the ensemble answers one text; otherwise why not, in one line.
 
-        With `overloaded_ok`, an overload answer (503/429: queue full or queue timeout) counts as healthy,
-        as in deploy/healthcheck.py: the server answered, and restarting a busy server helps nobody.
+        The canary of deploy/healthcheck.py (serving/canary.py). With `overloaded_ok`, an overload answer
+        (503/429: queue full or queue timeout) counts as healthy: the server answered, and restarting a
+        busy server helps nobody.
         """
         if self.process is not None and self.process.poll() is not None:
             return f"tritonserver exited with code {self.process.returncode}"
-        if not self.is_ready():
-            return "/v2/health/ready does not answer 200"
-        config = self.ensemble.config(self.ensemble.name)
-        body = {"inputs": [{"name": config.input[0].name, "shape": [1, 1], "datatype": "BYTES", "data": [CANARY_TEXT]}]}
-        request = urllib.request.Request(
-            f"http://{self.http_url}/v2/models/{self.ensemble.name}/infer",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                outputs = json.load(response).get("outputs", [])
-        except urllib.error.HTTPError as error:
-            if overloaded_ok and error.code in OVERLOADED:
-                return None
-            return f"the canary inference answered {error.code}: {_error_text(error)}"
-        except (urllib.error.URLError, OSError) as error:
-            return f"the canary inference got no answer ({getattr(error, 'reason', error)}; timeout {timeout:g} s)"
-        except ValueError:
-            return "the canary inference answered invalid JSON"
-        if len(outputs) != len(config.output):
-            return f"the canary inference answered {len(outputs)} outputs instead of {len(config.output)}"
-        return None
+        return canary.problem(f"http://{self.http_url}", self.ensemble.name, timeout, overloaded_ok)
 
     def stubs(self) -> list[tuple[str, psutil.Process]]:
         """(model name, process) of each running Python backend stub of this tritonserver."""
@@ -345,12 +297,3 @@ class LocalServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _error_text(error: urllib.error.HTTPError) -> str:
-    """The first line of Triton's {"error": "..."} answer."""
-    try:
-        text = str(json.loads(error.read().decode("utf-8", "replace")).get("error", ""))
-    except (OSError, ValueError, AttributeError):
-        text = ""
-    return (text.strip().splitlines() or [str(error.reason)])[0][:200]
