@@ -62,6 +62,7 @@ clean:
 	rm -rf $(VENV) runs results
 
 # The performance benchmark (issue: fast CPU serving); writes results/bench/. Minutes, not seconds.
-CHECKPOINT ?= runs/minilm-offline/checkpoint
+# The offline build's runs/minilm-offline/checkpoint unless CHECKPOINT names another.
+CHECKPOINT ?=
 bench: setup
-	$(BIN)/python -m emotion_triton.perf.benchmark --checkpoint $(CHECKPOINT) --results results/bench
+	$(BIN)/python -m emotion_triton.perf.benchmark $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --results results/bench

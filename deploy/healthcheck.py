@@ -25,95 +25,28 @@ ensemble steps (default_queue_policy in their config.pbtxt) plus one execution
 ahead of it in each step. tests/test_deploy.py derives that from the configs and
 checks every probe against it.
 
-Standard library only: it runs with the python3 of the Triton image.
+The canary itself (one text, its answer checked) is emotion_triton/serving/canary.py, the local
+server's too; the image has it next to this file. Standard library only: it runs with the python3 of
+the Triton image.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_MODEL = "emotion"
-# Names of model_repository/emotion/config.pbtxt (tests/test_deploy.py checks them).
-INPUT_NAME = "TEXT"
-LABEL_NAME = "LABEL"
-SCORES_NAME = "SCORES"
-CANARY_TEXT = "i feel fine today"
-OVERLOADED = (429, 503)
+try:  # the package, where it is installed (a checkout, the tests)
+    from emotion_triton.serving.canary import DEFAULT_MODEL, DEFAULT_URL, Unhealthy, check_health, infer
+except ImportError:  # the serving image: canary.py next to this file (docker/tritonserver.Dockerfile)
+    from canary import DEFAULT_MODEL, DEFAULT_URL, Unhealthy, check_health, infer
+
 # Without options one canary gets 13 s: more than it can take on a saturated server with the
 # production configs, 3 queue timeouts (2 + 4 + 2 s) + 3 executions (tests/test_deploy.py checks it).
 DEFAULT_TIMEOUT = 15.0
 DEFAULT_HEALTH_TIMEOUT = 2.0
-
-
-class Unhealthy(Exception):
-    """Why the server cannot answer a real inference."""
-
-
-def _first_line(error: urllib.error.HTTPError) -> str:
-    try:
-        text = error.read().decode("utf-8", "replace")
-        text = json.loads(text).get("error", text)
-    except (OSError, ValueError, AttributeError):
-        text = ""
-    text = str(text).strip().splitlines()[0] if str(text).strip() else error.reason
-    return str(text)[:200]
-
-
-def check_health(url: str, health: str, timeout: float) -> None:
-    try:
-        with urllib.request.urlopen(f"{url}/v2/health/{health}", timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as error:
-        status = error.code
-    except (urllib.error.URLError, OSError) as error:
-        raise Unhealthy(f"no answer from {url}: {getattr(error, 'reason', error)}") from None
-    if status != 200:
-        raise Unhealthy(f"/v2/health/{health} answered {status}")
-
-
-def infer(url: str, model: str, timeout: float) -> tuple[str, bool]:
-    """One text through the ensemble: (one-line summary, overloaded); raises Unhealthy."""
-    body = {
-        "inputs": [{"name": INPUT_NAME, "shape": [1, 1], "datatype": "BYTES", "data": [CANARY_TEXT]}],
-        "outputs": [{"name": LABEL_NAME}, {"name": SCORES_NAME}],
-    }
-    request = urllib.request.Request(
-        f"{url}/v2/models/{model}/infer",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.load(response)
-    except urllib.error.HTTPError as error:
-        if error.code in OVERLOADED:
-            return f"overloaded but answering ({error.code}: {_first_line(error)})", True
-        raise Unhealthy(f"inference on '{model}' answered {error.code}: {_first_line(error)}") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise Unhealthy(
-            f"no inference answer from '{model}' within {timeout:g} s: {getattr(error, 'reason', error)}"
-        ) from None
-    except ValueError as error:
-        raise Unhealthy(f"inference on '{model}' answered invalid JSON: {error}") from None
-
-    outputs = {output.get("name"): output.get("data") for output in answer.get("outputs", [])}
-    label, scores = outputs.get(LABEL_NAME), outputs.get(SCORES_NAME)
-    if not isinstance(label, list) or len(label) != 1 or not isinstance(label[0], str) or not label[0]:
-        raise Unhealthy(f"'{model}' answered no {LABEL_NAME} for one text: {str(label)[:100]}")
-    if not isinstance(scores, list) or len(scores) < 2 or not all(isinstance(s, int | float) for s in scores):
-        raise Unhealthy(f"'{model}' answered no class probabilities in {SCORES_NAME}: {str(scores)[:100]}")
-    if not all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in scores) or abs(sum(scores) - 1.0) > 1e-3:
-        raise Unhealthy(f"'{model}' answered {SCORES_NAME} that are not probabilities: {str(scores)[:100]}")
-    return f"'{CANARY_TEXT}' -> {label[0]} ({max(scores):.2f})", False
 
 
 def check(

@@ -3,7 +3,8 @@
 #
 # Replaces @TRITON_ADMIN_KEY@ in the arguments with the key of the restricted APIs
 # (shared memory, model repository, logging, trace), then execs NVIDIA's entrypoint,
-# which execs the command: tritonserver ends up as PID 1 and handles SIGTERM itself.
+# which execs the command (tritonserver_flags.py, which execs tritonserver): tritonserver
+# ends up as PID 1 and handles SIGTERM itself.
 #
 # The key comes from TRITON_ADMIN_KEY, else from the file named by TRITON_ADMIN_KEY_FILE
 # (a docker or Kubernetes secret), else it is random: the restricted APIs are then closed
@@ -26,7 +27,7 @@ done
 unset TRITON_ADMIN_KEY TRITON_ADMIN_KEY_FILE
 
 if [[ ${#args[@]} -eq 0 ]]; then
-    echo "entrypoint: no command given (the image's CMD is the tritonserver command line)" >&2
+    echo "entrypoint: no command given (the image's CMD runs tritonserver_flags.py, which execs tritonserver)" >&2
     exit 2
 fi
 if [[ -x /opt/nvidia/nvidia_entrypoint.sh ]]; then

@@ -20,29 +20,24 @@ RUN PIP_BREAK_SYSTEM_PACKAGES=1 PIP_CONSTRAINT= python3 -m pip install --no-cach
     && python3 -c "import numpy, tokenizers; print('numpy', numpy.__version__, 'tokenizers', tokenizers.__version__)" \
     && rm /tmp/requirements.lock
 
+# The healthcheck and the canary it runs (the local server's too), and the one definition of the
+# tritonserver flags: standard-library modules of emotion_triton, run by the image's python3.
 COPY deploy/healthcheck.py /opt/emotion-triton/healthcheck.py
+COPY src/emotion_triton/serving/canary.py /opt/emotion-triton/canary.py
+COPY src/emotion_triton/serving/tritonserver_flags.py /opt/emotion-triton/tritonserver_flags.py
 COPY docker/tritonserver-entrypoint.sh /opt/emotion-triton/entrypoint.sh
-RUN chmod 0755 /opt/emotion-triton/healthcheck.py /opt/emotion-triton/entrypoint.sh
+RUN chmod 0755 /opt/emotion-triton/healthcheck.py /opt/emotion-triton/tritonserver_flags.py \
+        /opt/emotion-triton/entrypoint.sh
 
 # The image's non-root user (uid 1000, gid 1000 in every Triton release).
 USER triton-server
 WORKDIR /opt/emotion-triton
 EXPOSE 8000 8001 8002
 
-# The entrypoint fills in the admin key and execs NVIDIA's entrypoint, which execs
-# tritonserver: tritonserver is PID 1 and gets docker's / the kubelet's SIGTERM itself.
+# The entrypoint fills in the admin key and execs NVIDIA's entrypoint, which execs the command:
+# tritonserver_flags.py execs tritonserver with the production flags (TritonServerFlags, the local
+# server's too), so tritonserver is PID 1 and gets docker's / the kubelet's SIGTERM itself.
+# docker-compose.yml and deploy/k8s/deployment.yaml run this command as it is; a host without a GPU
+# sets EMOTION_TRITON_DEVICE=cpu (docker-compose.cpu.yml).
 ENTRYPOINT ["/opt/emotion-triton/entrypoint.sh"]
-# The production flags; docker-compose.yml and deploy/k8s/deployment.yaml repeat them
-# (tests/test_deploy.py checks all three against emotion_triton.serving.local_server.common_flags).
-CMD ["tritonserver", \
-     "--model-repository=/models", \
-     "--model-control-mode=none", \
-     "--strict-readiness=true", \
-     "--exit-timeout-secs=30", \
-     "--http-port=8000", \
-     "--grpc-port=8001", \
-     "--metrics-port=8002", \
-     "--allow-metrics=true", \
-     "--allow-gpu-metrics=true", \
-     "--http-restricted-api=shared-memory,model-repository,logging,trace:admin-key=@TRITON_ADMIN_KEY@", \
-     "--grpc-restricted-protocol=shared-memory,model-repository,logging,trace:admin-key=@TRITON_ADMIN_KEY@"]
+CMD ["python3", "/opt/emotion-triton/tritonserver_flags.py", "--admin-key=@TRITON_ADMIN_KEY@"]

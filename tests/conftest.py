@@ -10,7 +10,8 @@ from emotion_triton.build.pipeline import BuildOptions, build
 from emotion_triton.build.training import training_arguments
 from emotion_triton.data import EMOTION_DATA_DIR, read_file
 from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
-from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions, free_port
+from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions
+from emotion_triton.serving.preflight import free_port
 
 from .tiny_models import make_tiny_base
 

@@ -4,7 +4,6 @@ import copy
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,9 +20,10 @@ from emotion_triton.build.command import parse_build_arguments
 from emotion_triton.build.pipeline import BuildOptions, build
 from emotion_triton.build.training import training_arguments
 from emotion_triton.hub import HubUnavailableError
+from emotion_triton.perf.benchmark import parse_arguments
+from emotion_triton.repository import DEFAULT_CHECKPOINT, Ensemble
 from emotion_triton.repository import DEFAULT_REPOSITORY as PROJECT_REPOSITORY
-from emotion_triton.repository import Ensemble
-from emotion_triton.serving.local_server import ServerError, check_repository_folders
+from emotion_triton.serving.preflight import ServerError, check_repository_folders
 
 from .conftest import copy_repository, start_server
 from .tiny_models import FAMILIES
@@ -213,10 +213,9 @@ def test_a_checkpoint_path_that_does_not_exist_is_one_line_naming_it(tmp_path, a
 
 
 def test_the_offline_preset_keeps_its_run_where_the_benchmark_looks():
-    """`build/build.py --preset minilm-offline` writes runs/minilm-offline/, `make bench`'s default CHECKPOINT."""
-    bench_checkpoint = re.search(r"^CHECKPOINT \?= (\S+)$", (PROJECT / "Makefile").read_text(), re.MULTILINE)[1]
+    """`build/build.py --preset minilm-offline` writes runs/minilm-offline/, the benchmark's default checkpoint."""
     _, training = parse_build_arguments(["--preset", "minilm-offline"])
-    assert Path(training.output_dir) / "checkpoint" == PROJECT / bench_checkpoint
+    assert Path(training.output_dir) / "checkpoint" == DEFAULT_CHECKPOINT == parse_arguments([])[0].checkpoint
     _, training = parse_build_arguments(["--preset", "minilm-offline", "--output-dir", "elsewhere"])
     assert training.output_dir == "elsewhere"
     _, training = parse_build_arguments([])

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from emotion_triton.build.torchscript_export import LogitsOnly, RaggedClassifier, ragged_batch
 from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parameter
-from emotion_triton.serving.local_server import pytriton_dir
+from emotion_triton.serving.preflight import pytriton_dir
 
 CLASSIFIER_PY = DEFAULT_REPOSITORY / "emotion_classifier" / "1" / "model.py"
 

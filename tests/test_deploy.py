@@ -37,8 +37,11 @@ import yaml
 
 from emotion_triton.client import DEFAULT_URLS
 from emotion_triton.commands import serve
-from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parse_config
+from emotion_triton.repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY, Ensemble, parse_config
+from emotion_triton.serving import canary, tritonserver_flags
 from emotion_triton.serving import local_server as server
+from emotion_triton.serving.preflight import free_port
+from emotion_triton.serving.tritonserver_flags import DEVICE_VARIABLE, TritonServerFlags
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -48,15 +51,16 @@ BUILD_DOCKERFILE = ROOT / "docker" / "build.Dockerfile"
 SERVING_ENTRYPOINT = ROOT / "docker" / "tritonserver-entrypoint.sh"
 BUILD_ENTRYPOINT = ROOT / "docker" / "build-entrypoint.sh"
 HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
+FLAGS_MODULE = Path(tritonserver_flags.__file__)
+CANARY_MODULE = Path(canary.__file__)
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest supported upstream release to the newest schemas
 ADMIN_PLACEHOLDER = "@TRITON_ADMIN_KEY@"
 MINIMUM_RELEASE = (25, 10)  # older releases are affected by the 2025 security bulletins
 ALLOWED_MODEL_IMPORTS = {"numpy", "torch", "tokenizers", "triton_python_backend_utils"}
-# Flags only the local server has (CPU configs, the wheel's backends, loopback) and only the container has.
+# Flags only the local server has (CPU configs, the wheel's backends, loopback).
 LOCAL_ONLY = {"--model-config-name", "--backend-directory", "--http-address", "--grpc-address", "--metrics-address"}
 PER_DEPLOYMENT = {"--model-repository", "--http-port", "--grpc-port", "--metrics-port", "--allow-gpu-metrics"}
-CONTAINER_ONLY = {"--allow-metrics"}
 # What a canary may take in one ensemble step beyond the step's queue timeout (its config's
 # default_queue_policy): a request that times out is refused when the batcher next forms a batch,
 # that is once an instance is free, so one execution ahead of it (or its own), plus the batcher's
@@ -337,11 +341,30 @@ def triton_container(deployment) -> dict:
     return container
 
 
-def container_commands(serving, triton_container) -> dict[str, list[str]]:
+def container_copy(source: str) -> str:
+    """Where the serving image has a file of this repository (its COPY destination)."""
+    copies = [value for cmd, value, _ in dockerfile_instructions(SERVING_DOCKERFILE) if cmd == "COPY"]
+    (destination,) = [dest for src, dest in copies if src == source]
+    return destination
+
+
+def device(environment) -> str:
+    """The EMOTION_TRITON_DEVICE a compose service (a mapping) or a Kubernetes container (a list) sets."""
+    if isinstance(environment, list):
+        environment = {variable["name"]: variable.get("value") for variable in environment}
+    return (environment or {}).get(DEVICE_VARIABLE) or "gpu"
+
+
+def container_command(environment=None, key: str = ADMIN_PLACEHOLDER) -> list[str]:
+    """The tritonserver command line the image's command execs in a container with `environment`."""
+    return TritonServerFlags.for_device(device(environment), admin_key=key).argv()
+
+
+def container_commands(compose, cpu_compose, triton_container) -> dict[str, list[str]]:
     return {
-        "docker-compose.yml": serving["command"],
-        "docker/tritonserver.Dockerfile CMD": list(dockerfile_value(SERVING_DOCKERFILE, "CMD")),
-        "deploy/k8s/deployment.yaml": triton_container["args"],
+        "docker-compose.yml": container_command(compose["services"]["tritonserver"].get("environment")),
+        "docker-compose.cpu.yml": container_command(cpu_compose["services"]["tritonserver"].get("environment")),
+        "deploy/k8s/deployment.yaml": container_command(triton_container.get("env")),
     }
 
 
@@ -428,8 +451,8 @@ def test_cpu_override_drops_every_gpu_reservation(compose, cpu_compose):
 
 def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose, cpu_compose):
     """Same image, repository, hardening, ports, ulimits, shm and healthcheck script; the flags of the
-    GPU service (and so the local server's common flags) plus --model-config-name of a CPU config."""
-    changed = {"command", "deploy", "healthcheck"}
+    GPU service (the image's command) with EMOTION_TRITON_DEVICE=cpu: --model-config-name of a CPU config."""
+    changed = {"environment", "deploy", "healthcheck"}
     for name in ("tritonserver", "build"):
         gpu, cpu = compose["services"][name], cpu_compose["services"][name]
         assert {k: v for k, v in cpu.items() if k not in changed} == {k: v for k, v in gpu.items() if k not in changed}
@@ -441,14 +464,16 @@ def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose,
     }
     assert cpu["healthcheck"]["test"][:3] == gpu["healthcheck"]["test"][:3]
 
-    gpu_flags, cpu_flags = flags(gpu["command"][1:]), flags(cpu["command"][1:])
-    assert cpu["command"][0] == "tritonserver"
+    assert "command" not in gpu and "command" not in cpu, "the image's command, not a copy of its flags"
+    assert cpu["environment"] == {**gpu["environment"], DEVICE_VARIABLE: "cpu"}
+    gpu_flags, cpu_flags = (
+        flags(container_command(gpu["environment"])[1:]),
+        flags(container_command(cpu["environment"])[1:]),
+    )
     config_name = cpu_flags.pop("--model-config-name")
     assert cpu_flags.pop("--allow-gpu-metrics") == "false" and gpu_flags.pop("--allow-gpu-metrics") == "true"
     assert cpu_flags == gpu_flags, "every other flag is the GPU service's"
-    key = "dummy-admin-key"
-    command = [arg.replace(ADMIN_PLACEHOLDER, key) for arg in cpu["command"]]
-    assert set(server.common_flags(server.ServerOptions().exit_timeout, key)) <= set(command)
+    assert config_name == CLASSIFIER_CONFIGS["libtorch"], "the local server's libtorch variant serves the same config"
 
     # The name selects a CPU configuration of the classifier: the production config.pbtxt on KIND_CPU
     # instances (the libtorch backend); every model it loads runs on CPU instances only.
@@ -482,13 +507,13 @@ def test_every_mounted_path_exists_and_the_model_repository_is_read_only(compose
 
     serving_mount = repository_mount(compose["services"]["tritonserver"])
     assert serving_mount["read_only"] is True
-    assert flags(compose["services"]["tritonserver"]["command"][1:])["--model-repository"] == serving_mount["target"]
+    assert flags(container_command()[1:])["--model-repository"] == serving_mount["target"]
     build_mount = repository_mount(compose["services"]["build"])
     assert not build_mount.get("read_only", False), "the build writes into the repository"
     assert dockerfile_env(BUILD_DOCKERFILE)["MODEL_REPOSITORY"] == build_mount["target"]
 
 
-def test_ports_match_the_client_defaults(compose, serving, triton_container):
+def test_ports_match_the_client_defaults(compose, cpu_compose, serving, triton_container):
     expected = {
         "http": int(DEFAULT_URLS["http"].rsplit(":", 1)[1]),
         "grpc": int(DEFAULT_URLS["grpc"].rsplit(":", 1)[1]),
@@ -500,7 +525,7 @@ def test_ports_match_the_client_defaults(compose, serving, triton_container):
         host, container = mapping.rsplit(":", 1)
         published[int(container)] = int(host.rsplit(":", 1)[-1])
     assert published == {port: port for port in expected.values()}, "ports published as the client expects them"
-    for where, command in container_commands(serving, triton_container).items():
+    for where, command in container_commands(compose, cpu_compose, triton_container).items():
         given = flags(command[1:])
         for name, port in expected.items():
             assert given[f"--{name}-port"] == str(port), f"{where}: --{name}-port"
@@ -516,34 +541,67 @@ def test_ports_match_the_client_defaults(compose, serving, triton_container):
 # -- the tritonserver command line ---------------------------------------------------------------
 
 
-def test_container_flags_are_the_local_servers(serving, triton_container, monkeypatch, tmp_path):
+def test_the_image_command_is_the_one_definition_of_the_flags(compose, cpu_compose, triton_container):
+    """The serving image's CMD runs serving/tritonserver_flags.py (copied into the image), which execs
+    tritonserver; compose and Kubernetes use that command as it is, with no copy of its flags."""
+    module = container_copy(str(FLAGS_MODULE.relative_to(ROOT)))
+    assert list(dockerfile_value(SERVING_DOCKERFILE, "CMD")) == ["python3", module, f"--admin-key={ADMIN_PLACEHOLDER}"]
+    for where, service in (("docker-compose.yml", compose), ("docker-compose.cpu.yml", cpu_compose)):
+        assert "command" not in service["services"]["tritonserver"], f"{where}: the image's command, not a copy"
+        assert "entrypoint" not in service["services"]["tritonserver"]
+    assert "args" not in triton_container and "command" not in triton_container, "deployment.yaml: the image's"
+    assert (
+        device(triton_container.get("env")) == "gpu"
+        and device(compose["services"]["tritonserver"]["environment"]) == "gpu"
+    )
+    assert third_party_imports(FLAGS_MODULE) == set(), "standard library only: the image's python3 runs it"
+    assert "--model-config-name" not in flags(container_command()[1:]), "the production (GPU) configs"
+
+
+def run_image_command(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """The image's command as the image runs it: the entrypoint, then tritonserver_flags.py from a folder of
+    its own, by a python3 without site-packages (no emotion_triton, no third-party module), printing
+    the command line it would exec."""
+    image = tmp_path / "opt-emotion-triton"
+    image.mkdir(exist_ok=True)
+    shutil.copy(FLAGS_MODULE, image / "tritonserver_flags.py")
+    python = [sys.executable, "-S", "-E"]
+    return run_serving_entrypoint(*python, str(image / "tritonserver_flags.py"), *args, "--print", **env)
+
+
+def test_the_image_command_execs_the_flags_of_its_device(tmp_path):
+    key = "k&ey/with\\odd|chars"
+    for environment in ({}, {DEVICE_VARIABLE: "gpu"}, {DEVICE_VARIABLE: "cpu"}):
+        result = run_image_command(tmp_path, f"--admin-key={ADMIN_PLACEHOLDER}", TRITON_ADMIN_KEY=key, **environment)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == container_command(environment, key)
+    wrong = run_image_command(tmp_path, "--admin-key=x", **{DEVICE_VARIABLE: "tpu"})
+    assert wrong.returncode == 2 and "unknown device 'tpu'" in wrong.stderr
+    assert "os.execvp(command[0], command)" in FLAGS_MODULE.read_text(), "exec: tritonserver stays PID 1"
+
+
+def test_the_local_server_runs_the_containers_flags(monkeypatch, tmp_path):
     key, exit_timeout = "dummy-admin-key", server.ServerOptions().exit_timeout
     monkeypatch.setattr(server, "pytriton_dir", lambda: tmp_path / "pytriton")
     monkeypatch.setattr(server, "backend_directory", lambda cache, **_: tmp_path / "backends")
     local_server = server.LocalServer(server.ServerOptions(admin_key=key, exit_timeout=exit_timeout))
     try:
         local_command = local_server.command()
+        assert local_command == local_server.flags().argv(local_command[0]), "LocalServer.command() is its flags'"
     finally:
         shutil.rmtree(local_server._workdir, ignore_errors=True)
     local = flags(local_command[1:])
-    common = server.common_flags(exit_timeout, key)
-    assert set(common) <= set(local_command), "LocalServer.command() is built on common_flags()"
-
-    commands = container_commands(serving, triton_container)
-    assert len({tuple(c) for c in commands.values()}) == 1, f"the three container command lines differ: {commands}"
-    command = [arg.replace(ADMIN_PLACEHOLDER, key) for arg in commands["docker-compose.yml"]]
-    assert command[0] == "tritonserver", "tritonserver itself, exec'd by the entrypoint: PID 1"
-    container = flags(command[1:])
-    assert set(common) <= set(command)
-    assert "--model-config-name" not in container, "the container serves the production (GPU) configs"
+    container = flags(container_command(key=key)[1:])
     assert container["--allow-gpu-metrics"] == "true" and container["--allow-metrics"] == "true"
+    assert local["--allow-gpu-metrics"] == "false"
 
     def shared(given: dict[str, str], only: set[str]) -> dict[str, str]:
         return {k: v for k, v in given.items() if k not in only | PER_DEPLOYMENT}
 
-    assert shared(container, CONTAINER_ONLY) == shared(local, LOCAL_ONLY)
+    assert shared(container, set()) == shared(local, LOCAL_ONLY)
     assert container["--exit-timeout-secs"] == str(exit_timeout)
-    assert container["--http-restricted-api"] == f"{server.RESTRICTED_APIS}:{server.ADMIN_HEADER}={key}"
+    restricted = f"{tritonserver_flags.RESTRICTED_APIS}:{tritonserver_flags.ADMIN_HEADER}={key}"
+    assert container["--http-restricted-api"] == container["--grpc-restricted-protocol"] == restricted
 
 
 def test_the_production_configs_are_the_gpu_ones():
@@ -555,7 +613,7 @@ def test_the_production_configs_are_the_gpu_ones():
 
 
 def test_compose_server_settings(compose, serving):
-    exit_timeout = int(flags(serving["command"][1:])["--exit-timeout-secs"])
+    exit_timeout = int(flags(container_command(serving["environment"])[1:])["--exit-timeout-secs"])
     assert seconds(serving["stop_grace_period"]) > exit_timeout
     assert size_bytes(serving["shm_size"]) >= 256 << 20, "the Python backend needs shared memory"
     assert serving["init"] is False, "no init process: tritonserver is PID 1"
@@ -563,6 +621,11 @@ def test_compose_server_settings(compose, serving):
     assert "TRITON_ADMIN_KEY" in serving["environment"]
     test = serving["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python3", container_healthcheck_path()]
+    # The canary the healthcheck imports lies next to it in the image.
+    assert (
+        Path(container_copy(str(CANARY_MODULE.relative_to(ROOT))))
+        == Path(container_healthcheck_path()).parent / "canary.py"
+    )
     assert seconds(serving["healthcheck"]["start_period"]) >= 60
     for name in ("prometheus", "grafana"):
         assert compose["services"][name]["profiles"] == ["monitoring"]
@@ -570,9 +633,7 @@ def test_compose_server_settings(compose, serving):
 
 
 def container_healthcheck_path() -> str:
-    copies = [value for cmd, value, _ in dockerfile_instructions(SERVING_DOCKERFILE) if cmd == "COPY"]
-    (destination,) = [dest for src, dest in copies if src == "deploy/healthcheck.py"]
-    return destination
+    return container_copy("deploy/healthcheck.py")
 
 
 def test_serving_image_adds_exactly_what_the_python_models_import():
@@ -836,7 +897,7 @@ def test_healthcheck_fails_when_the_ensemble_cannot_answer(fake_triton, monkeypa
 
 def test_healthcheck_without_a_server(capsys):
     healthcheck = load_healthcheck()
-    assert healthcheck.main(["--url", f"http://127.0.0.1:{server.free_port()}", "--timeout", "4"]) == 1
+    assert healthcheck.main(["--url", f"http://127.0.0.1:{free_port()}", "--timeout", "4"]) == 1
     assert "no answer" in capsys.readouterr().err
 
 
@@ -894,13 +955,13 @@ def test_probes_outlast_the_worst_case_of_a_saturated_server(compose, cpu_compos
     probes = []  # (where, healthcheck argv, the caller's timeout, --model-config-name, liveness)
     for label, merged in (("docker-compose.yml", compose), ("docker-compose.cpu.yml", cpu_compose)):
         service = merged["services"]["tritonserver"]
-        config_name = flags(service["command"][1:]).get("--model-config-name")
+        config_name = flags(container_command(service.get("environment"))[1:]).get("--model-config-name")
         test = service["healthcheck"]["test"]
         assert test[0] == "CMD"
         probes.append(
             (label, healthcheck_argv(test[1:]), seconds(service["healthcheck"]["timeout"]), config_name, False)
         )
-    assert "--model-config-name" not in flags(triton_container["args"][1:])
+    assert "--model-config-name" not in flags(container_command(triton_container.get("env"))[1:])
     for probe, liveness in (("readinessProbe", False), ("livenessProbe", True)):
         settings = triton_container[probe]
         argv = healthcheck_argv(settings["exec"]["command"])
@@ -943,15 +1004,33 @@ def test_probes_outlast_the_worst_case_of_a_saturated_server(compose, cpu_compos
         assert f"= {worst:g} s |" in deploy_doc, f"docs/deploy.md does not give the worst case {worst:g} s"
 
 
-def test_healthcheck_names_are_the_ensembles():
+def test_canary_names_are_the_ensembles():
+    """The canary's constants (the image's python3 cannot read config.pbtxt: no protobuf) are the ensemble's."""
     healthcheck = load_healthcheck()
     ensemble = Ensemble.read(DEFAULT_REPOSITORY)
     config = ensemble.config(ensemble.name)
-    assert healthcheck.DEFAULT_MODEL == ensemble.name
-    assert [i.name for i in config.input] == [healthcheck.INPUT_NAME]
-    assert [o.name for o in config.output] == [healthcheck.LABEL_NAME, healthcheck.SCORES_NAME]
-    assert healthcheck.DEFAULT_URL == f"http://{DEFAULT_URLS['http']}"
-    assert third_party_imports(HEALTHCHECK) == set(), "standard library only: the image's python3 runs it"
+    assert canary.DEFAULT_MODEL == healthcheck.DEFAULT_MODEL == ensemble.name
+    assert [i.name for i in config.input] == [canary.INPUT_NAME] == [ensemble.text_input]
+    assert [o.name for o in config.output] == [canary.LABEL_NAME, canary.SCORES_NAME] == list(ensemble.outputs)
+    assert canary.DEFAULT_URL == healthcheck.DEFAULT_URL == f"http://{DEFAULT_URLS['http']}"
+    # Standard library only, the image's python3 runs them (`canary`: the sibling the image copies).
+    assert third_party_imports(HEALTHCHECK) == {"canary"} and third_party_imports(CANARY_MODULE) == set()
+
+
+def test_the_healthcheck_runs_as_in_the_image_with_the_canary_next_to_it(tmp_path):
+    """healthcheck.py and canary.py in a folder of their own, a python3 without site-packages: no emotion_triton."""
+    image = tmp_path / "opt-emotion-triton"
+    image.mkdir()
+    shutil.copy(HEALTHCHECK, image / "healthcheck.py")
+    shutil.copy(CANARY_MODULE, image / "canary.py")
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-S", "-E", str(image / "healthcheck.py"), "--url", url, "--timeout", "3"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and result.stderr.startswith(f"unhealthy: no answer from {url}"), result.stderr
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------
@@ -1018,7 +1097,7 @@ def test_kubernetes_model_repository_volume(deployment, triton_container):
 
     (serving_mount,) = repository_mounts(pod, triton_container)
     assert serving_mount["readOnly"] is True
-    assert flags(triton_container["args"][1:])["--model-repository"] == serving_mount["mountPath"]
+    assert flags(container_command(triton_container.get("env"))[1:])["--model-repository"] == serving_mount["mountPath"]
     (build_container,) = job["containers"]
     (build_mount,) = repository_mounts(job, build_container)
     assert not build_mount.get("readOnly", False)
@@ -1041,7 +1120,7 @@ def test_kubernetes_probes_and_shutdown(deployment, triton_container):
     assert triton_container["resources"]["limits"]["nvidia.com/gpu"] == 1
     pod = deployment["spec"]["template"]["spec"]
     pre_stop = triton_container["lifecycle"]["preStop"]["exec"]["command"]
-    exit_timeout = int(flags(triton_container["args"][1:])["--exit-timeout-secs"])
+    exit_timeout = int(flags(container_command(triton_container.get("env"))[1:])["--exit-timeout-secs"])
     assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + exit_timeout
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
     (shm,) = [m for m in triton_container["volumeMounts"] if m["mountPath"] == "/dev/shm"]

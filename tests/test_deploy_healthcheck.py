@@ -26,6 +26,7 @@ from .test_deploy import (
     HEALTHCHECK,
     PYTHON_START_SECONDS,
     canary_worst_case,
+    container_command,
     flags,
     load_compose,
     load_healthcheck,
@@ -123,7 +124,7 @@ def test_the_cpu_healthcheck_answers_alive_in_time_on_a_saturated_server(
 ):
     # The CPU container's check and the configuration it serves, read from the compose files.
     service = merge_compose(load_compose(COMPOSE_FILE), load_compose(CPU_COMPOSE_FILE))["services"]["tritonserver"]
-    config_name = flags(service["command"][1:])["--model-config-name"]
+    config_name = flags(container_command(service.get("environment"))[1:])["--model-config-name"]
     classifier = [key for key, name in CLASSIFIER_CONFIGS.items() if name == config_name]
     assert classifier, f"the local server cannot serve configs/{config_name}.pbtxt: {CLASSIFIER_CONFIGS}"
     readiness = service["healthcheck"]["test"][3:]  # CMD python3 healthcheck.py ...

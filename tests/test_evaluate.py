@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from emotion_triton.build.modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits, softmax
 from emotion_triton.client import EmotionClient
-from emotion_triton.evaluation.server_accuracy import latency_summary, send_texts
+from emotion_triton.evaluation.sending import latency_summary, send_texts
 from emotion_triton.repository import Ensemble
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import pytest
 
 from emotion_triton.commands.serve import ensure_built
 from emotion_triton.repository import Ensemble
-from emotion_triton.serving.local_server import LocalServer, ServerError, ServerOptions, check_port_free, free_port
+from emotion_triton.serving.local_server import LocalServer, ServerOptions
+from emotion_triton.serving.preflight import ServerError, check_port_free, free_port
 
 from .conftest import copy_repository
 

@@ -21,7 +21,7 @@ from emotion_triton.client import EmotionClient
 from emotion_triton.perf.benchmark import BenchOptions, model_table, run
 from emotion_triton.perf.loadgen import closed_loop
 from emotion_triton.repository import Ensemble
-from emotion_triton.serving.local_server import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
+from emotion_triton.serving.prometheus import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
 
 from .conftest import CLASSIFIERS, copy_repository, start_server
 

@@ -7,7 +7,8 @@ built it); these tests check the failures a user can meet.
 import pytest
 
 from emotion_triton.serving import pytorch_backend
-from emotion_triton.serving.local_server import LocalServer, ServerError, ServerOptions, free_port
+from emotion_triton.serving.local_server import LocalServer, ServerOptions
+from emotion_triton.serving.preflight import ServerError, free_port
 from emotion_triton.serving.pytorch_backend import BackendBuildError, ensure_backend
 
 

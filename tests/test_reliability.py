@@ -35,15 +35,9 @@ from emotion_triton.build.torchscript_export import trace
 from emotion_triton.client import ClientError, EmotionClient, RequestTimeoutError, ServerOverloadedError
 from emotion_triton.perf import soak
 from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble
-from emotion_triton.serving.local_server import (
-    SHM_DIR,
-    SHM_PREFIX,
-    LocalServer,
-    ServerError,
-    ServerOptions,
-    free_port,
-    triton_metrics,
-)
+from emotion_triton.serving.local_server import SHM_DIR, SHM_PREFIX, LocalServer, ServerOptions
+from emotion_triton.serving.preflight import ServerError, free_port
+from emotion_triton.serving.prometheus import triton_metrics
 
 from .conftest import CLASSIFIERS, start_server
 

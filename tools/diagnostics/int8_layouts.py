@@ -17,7 +17,7 @@ import torch
 from emotion_triton.build.modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits
 from emotion_triton.build.torchscript_export import ragged_batch
 from emotion_triton.data import EMOTION_VALIDATION_FILE
-from emotion_triton.evaluation.server_accuracy import read_labelled
+from emotion_triton.evaluation.labelled_data import read_labelled
 from emotion_triton.repository import Ensemble
 
 

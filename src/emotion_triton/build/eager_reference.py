@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.server_accuracy import EvaluationError
+from ..evaluation.labelled_data import EvaluationError
 from ..repository import DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer, predict_logits, softmax
 

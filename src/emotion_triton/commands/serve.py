@@ -15,8 +15,8 @@ import sys
 
 from ..hub import hub_reachable
 from ..repository import Ensemble
-from ..serving import local_server
-from ..serving.local_server import OFFLINE_BUILD_COMMAND, ServerError, _relative
+from ..serving import supervisor
+from ..serving.preflight import OFFLINE_BUILD_COMMAND, ServerError, relative_path
 
 PUBLISHED_CHECKPOINT = "bhadresh-savani/distilbert-base-uncased-emotion"
 logger = logging.getLogger(__name__)
@@ -28,17 +28,19 @@ def ensure_built(ensemble: Ensemble) -> None:
         return
     if not hub_reachable():
         raise ServerError(
-            f"no model in {_relative(ensemble.repository)} yet, and the Hugging Face Hub (for {PUBLISHED_CHECKPOINT}) "
+            f"no model in {relative_path(ensemble.repository)} yet, and the Hugging Face Hub (for {PUBLISHED_CHECKPOINT}) "
             f"is unreachable: build one from local files with `{OFFLINE_BUILD_COMMAND}`"
         )
     from ..build.pipeline import BuildOptions, build  # torch and transformers: only when a model is missing
 
-    logger.info("no model in %s yet: exporting %s from the Hub", _relative(ensemble.repository), PUBLISHED_CHECKPOINT)
+    logger.info(
+        "no model in %s yet: exporting %s from the Hub", relative_path(ensemble.repository), PUBLISHED_CHECKPOINT
+    )
     build(BuildOptions(finetuned=PUBLISHED_CHECKPOINT, data=None, repository=ensemble.repository))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return local_server.main(argv, prepare=ensure_built)
+    return supervisor.main(argv, prepare=ensure_built)
 
 
 if __name__ == "__main__":

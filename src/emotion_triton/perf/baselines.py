@@ -5,7 +5,7 @@
 - ONNX Runtime in-process on the repository's model.onnx (fp32 and int8): the fastest CPU runtime,
   the reference the served variants are held to;
 - a plain FastAPI server around the `pipeline`, one text per call:
-  `python -m emotion_triton.baselines --checkpoint DIR --port 8080`.
+  `python -m emotion_triton.perf.baselines --checkpoint DIR --port 8080`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A bounded soak test of the local server: minutes of high load with a share of bad requests.
 
-    python -m emotion_triton.soak [--seconds 120] [--concurrency 12] [--bad-share 0.1] [--repository DIR]
+    python -m emotion_triton.perf.soak [--seconds 120] [--concurrency 12] [--bad-share 0.1] [--repository DIR]
 
 Starts its own tritonserver on free loopback ports (the repository's built model, like
 `make serve`), sends the same known texts once alone, then loads it with `--concurrency`
@@ -41,15 +41,9 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from ..repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY
-from ..serving.local_server import (
-    DEFAULT_CLASSIFIER,
-    SHM_PREFIX,
-    LocalServer,
-    ServerError,
-    ServerOptions,
-    free_port,
-    triton_metrics,
-)
+from ..serving.local_server import DEFAULT_CLASSIFIER, SHM_PREFIX, LocalServer, ServerOptions
+from ..serving.preflight import ServerError, free_port
+from ..serving.prometheus import triton_metrics
 
 PROBE_TEXTS = [
     "i feel wonderful today",

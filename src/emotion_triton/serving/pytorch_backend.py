@@ -1,6 +1,6 @@
 """Triton's PyTorch (libtorch) backend, built from source for the CPU against the pinned torch.
 
-    python -m emotion_triton.pytorch_backend        (`make setup` runs it)
+    python -m emotion_triton.serving.pytorch_backend        (`make setup` runs it)
 
 The tritonserver of the nvidia-pytriton wheel ships only the Python backend; the production
 classifier (`platform: "pytorch_libtorch"`) needs `libtriton_pytorch.so`. NVIDIA's sources of

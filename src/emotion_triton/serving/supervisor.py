@@ -1,0 +1,209 @@
+"""The local server: the real `tritonserver` of the nvidia-pytriton wheel, on the CPU, on loopback.
+
+    python -m emotion_triton.commands.serve [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
+
+It checks what it needs first (libpython, free ports, a built and loadable
+model, Triton's PyTorch backend), starts tritonserver with the CPU configuration of
+the classifier (`--classifier libtorch`: the production config.pbtxt on CPU
+instances, `--model-config-name=cpu`; `--classifier python`: the same model.pt in
+a Python-backend model, `--model-config-name=python`; `--classifier onnx`, the default:
+model.onnx of the same checkpoint on ONNX Runtime in a Python-backend model,
+`--model-config-name=onnx`),
+waits until the ensemble answers a real inference, and then keeps checking
+that it does (an inference canary every `--canary-interval` seconds: Triton
+2.51 keeps reporting "ready" when a Python-backend stub has died).
+`--canary-failures` failed canaries in a row, or tritonserver exiting, restart
+tritonserver; more than `--max-restarts` restarts within ten minutes end the
+process with exit code 1. SIGINT and SIGTERM stop it cleanly: tritonserver
+stops taking new requests at once and finishes those in flight within
+`--exit-timeout`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..repository import CLASSIFIER_CONFIGS, Ensemble
+from .local_server import LocalServer, ServerOptions
+from .preflight import ServerError
+
+RESTART_GRACE = 5.0  # seconds a broken tritonserver gets to stop before SIGKILL when it is restarted
+
+
+def serve_forever(
+    server: LocalServer,
+    canary_interval: float = 5.0,
+    max_restarts: int = 3,
+    canary_failures: int = 2,
+    canary_timeout: float = 10.0,
+    restart_window: float = 600.0,
+) -> int:
+    """Runs until SIGINT/SIGTERM (exit 0) or until tritonserver cannot be kept serving (exit 1).
+
+    Every `canary_interval` seconds one text goes through the ensemble (`LocalServer.health_problem`).
+    `canary_failures` failures without `canary_failures` successes in a row between them, or
+    tritonserver exiting, restart it; the restart after `max_restarts` restarts within
+    `restart_window` seconds ends the process instead. Successes in a row, not one success, clear
+    the count: with two instances of a step and one dead stub, every other canary succeeds.
+    """
+    stopping = []
+
+    def on_signal(signum, _frame):
+        stopping.append(signum)
+        server.terminate()  # new HTTP connections are refused now, not after the current canary
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    restarts: list[float] = []  # when the recent restarts happened
+    failures = successes = 0
+    next_check = time.monotonic() + canary_interval
+    while not stopping:
+        time.sleep(max(0.0, min(0.2, next_check - time.monotonic())))
+        exited = server.process.poll() is not None
+        if stopping or (not exited and time.monotonic() < next_check):
+            continue
+        next_check = time.monotonic() + canary_interval
+        problem = server.health_problem(canary_timeout)
+        if stopping:
+            break
+        if problem is None:
+            successes += 1
+            if successes >= canary_failures:
+                failures = 0
+            continue
+        failures, successes = failures + 1, 0
+        if failures < canary_failures and not exited:
+            print(f"canary failed ({failures}/{canary_failures}): {problem}", file=sys.stderr)
+            continue
+        now = time.monotonic()
+        restarts = [when for when in restarts if now - when < restart_window]
+        if len(restarts) >= max_restarts:
+            print(
+                f"error: the ensemble stopped answering ({problem}) and {len(restarts)} restarts within "
+                f"{restart_window:.0f} s did not help: {server.log_summary()}",
+                file=sys.stderr,
+            )
+            server.stop(RESTART_GRACE, drain=False)
+            return 1
+        restarts.append(now)
+        print(
+            f"the ensemble stopped answering ({problem}); restarting tritonserver ({len(restarts)}/{max_restarts})",
+            file=sys.stderr,
+            flush=True,
+        )
+        server.stop(RESTART_GRACE, drain=False)  # requests in flight fail anyway: a step of the ensemble is broken
+        try:
+            server.start()
+        except ServerError as error:
+            if stopping:
+                break
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print("tritonserver restarted: the ensemble answers again", file=sys.stderr, flush=True)
+        failures = 0
+        next_check = time.monotonic() + canary_interval
+    return stop_cleanly(server)
+
+
+def stop_cleanly(server: LocalServer) -> int:
+    """The normal end of a serving server (SIGINT/SIGTERM): requests in flight complete; exit code 0."""
+    print("stopping tritonserver (requests in flight complete first)", flush=True)
+    code = server.stop()
+    print(f"tritonserver stopped (exit code {code})", flush=True)
+    return 0
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None, prepare: Callable[[Ensemble], None] | None = None) -> int:
+    """The supervised local server; `prepare` runs once before the first start (the serve command builds a
+    missing model there: this layer never imports the build)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    defaults = ServerOptions()
+    parser = argparse.ArgumentParser(description="Serve the emotion ensemble with a local tritonserver on the CPU.")
+    parser.add_argument("--repository", type=Path, default=defaults.repository)
+    parser.add_argument(
+        "--classifier",
+        choices=sorted(CLASSIFIER_CONFIGS),
+        default=defaults.classifier,
+        help="libtorch: the production config on Triton's PyTorch backend (CPU instances); "
+        "python: the same model.pt in a Python-backend model (default: %(default)s)",
+    )
+    parser.add_argument("--host", default=defaults.host, help="address to bind (default: loopback only)")
+    parser.add_argument("--http-port", type=int, default=defaults.http_port)
+    parser.add_argument("--grpc-port", type=int, default=defaults.grpc_port)
+    parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
+    parser.add_argument(
+        "--exit-timeout", type=int, default=defaults.exit_timeout, help="seconds requests in flight get on shutdown"
+    )
+    parser.add_argument("--log-file", type=Path, help="tritonserver's log (default: a temporary file)")
+    parser.add_argument(
+        "--canary-interval", type=float, default=5.0, help="seconds between two canary inferences (default: 5)"
+    )
+    parser.add_argument(
+        "--canary-failures", type=int, default=2, help="failed canaries in a row that restart tritonserver (default: 2)"
+    )
+    parser.add_argument(
+        "--canary-timeout", type=float, default=10.0, help="seconds the canary waits for its answer (default: 10)"
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        help="restarts within 10 minutes before the server gives up with exit code 1 (default: 3)",
+    )
+    args = parser.parse_args(argv)
+    options = ServerOptions(
+        repository=args.repository,
+        classifier=args.classifier,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        exit_timeout=args.exit_timeout,
+        log_file=args.log_file,
+    )
+    server = LocalServer(options)
+    print(f"starting tritonserver on {options.host} (log: {server.log_file})", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM while starting stops tritonserver too
+    try:
+        if prepare is not None:
+            prepare(server.ensemble)
+        server.start()
+    except ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        server.stop()
+        return 130
+    try:
+        print(
+            f"serving ensemble '{options.ensemble}' ({', '.join(server.ensemble.labels)}), "
+            f"classifier: {options.classifier} (configs/{CLASSIFIER_CONFIGS[options.classifier]}.pbtxt)"
+        )
+        print(f"  HTTP     http://{server.http_url}")
+        print(f"  gRPC     {server.grpc_url}")
+        print(f"  metrics  {server.metrics_url}")
+        print(f'  try:     python client/classify.py --url {server.grpc_url} --text "i feel great today"')
+        print("Ctrl-C stops it.", flush=True)
+        return serve_forever(
+            server,
+            canary_interval=args.canary_interval,
+            max_restarts=args.max_restarts,
+            canary_failures=args.canary_failures,
+            canary_timeout=args.canary_timeout,
+        )
+    except KeyboardInterrupt:  # a signal after start, before serve_forever's handlers took over
+        return stop_cleanly(server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
