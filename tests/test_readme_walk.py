@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_triton.serving.local_server import free_port
+from emotion_triton.serving.preflight import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.server
@@ -28,12 +28,16 @@ def readme_command(pattern: str) -> list[str]:
 
 
 def make_recipe(target: str, **variables) -> list[str]:
-    """The Makefile's recipe of `target` (its first line), with $(BIN)/python this Python and `variables` set."""
-    makefile = (PROJECT / "Makefile").read_text()
-    recipe = re.search(rf"^{target}:.*\n\t(.+)$", makefile, re.MULTILINE)[1]
-    defaults = dict(re.findall(r"^(\w+) \?= (\S+)$", makefile, re.MULTILINE))
-    values = {**defaults, **variables, "BIN": str(Path(sys.executable).parent)}
-    return shlex.split(re.sub(r"\$\((\w+)\)", lambda m: values[m[1]], recipe))
+    """What `make target` runs (make itself expands the Makefile, its set-up step left out), with this Python."""
+    assignments = [f"{name}={value}" for name, value in {**variables, "BIN": Path(sys.executable).parent}.items()]
+    printed = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-o", "setup", "-C", str(PROJECT), target, *assignments],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (line,) = printed.stdout.strip().splitlines()
+    return shlex.split(line)
 
 
 @pytest.fixture

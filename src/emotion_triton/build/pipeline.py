@@ -178,6 +178,8 @@ def build(options: BuildOptions, training=None) -> dict:
         )
     finally:
         shutil.rmtree(onnx_folder, ignore_errors=True)
+    # The run keeps its own copy: the repository's is replaced by the next build.
+    shutil.copy2(ensemble.report_file, work_dir / "build_report.json")
     logger.info(
         "installed %s, %s and %s; report: %s",
         ensemble.model_file,

@@ -14,6 +14,7 @@ from .emotion_client import (
     RequestTimeoutError,
     ServerOverloadedError,
     ServerUnreachableError,
+    client_error,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "RequestTimeoutError",
     "ServerOverloadedError",
     "ServerUnreachableError",
+    "client_error",
 ]

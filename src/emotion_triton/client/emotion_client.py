@@ -37,6 +37,7 @@ class ClientError(RuntimeError):
     """
 
     kind = "error"
+    server_message = ""  # the server's whole error text; the message keeps its first line
 
 
 class ServerUnreachableError(ClientError):
@@ -91,10 +92,18 @@ class RequestRecord:
     error: ClientError | None = None
 
 
-def _classify_error(error: Exception, url: str, model: str) -> ClientError:
+def client_error(error: Exception, url: str, model: str) -> ClientError:
+    """The typed ClientError for what tritonclient raised (an InferenceServerException or an OSError)."""
     status = str(error.status() if isinstance(error, InferenceServerException) else "") or ""
-    text = error.message() if isinstance(error, InferenceServerException) else str(error)
-    text = (text or type(error).__name__).strip().splitlines()[0]
+    whole = (error.message() if isinstance(error, InferenceServerException) else str(error)) or type(error).__name__
+    typed = _typed_error(status, whole.strip().splitlines()[0], error, url, model)
+    typed.server_message = whole
+    return typed
+
+
+def _typed_error(status: str, text: str, error: Exception, url: str, model: str) -> ClientError:
+    # Triton's status code alone cannot tell a full queue from a dead connection, nor an unknown
+    # model from a bad input: its error text is read here, and only here.
     lowered = text.lower()
     if "exceeds maximum queue size" in lowered or "request timeout expired" in lowered:  # 503: queue full or timed out
         return ServerOverloadedError(f"the server is overloaded: {text}")
@@ -164,7 +173,7 @@ class EmotionClient:
         try:
             return getattr(self._client(), method)(*args, **kwargs)
         except (InferenceServerException, OSError, ConnectionError) as error:
-            raise _classify_error(error, self.url, self.model) from None
+            raise client_error(error, self.url, self.model) from None
 
     def model_config(self, name: str) -> dict:
         if self.protocol == "grpc":

@@ -3,13 +3,11 @@ timed as it is sent; throughput and latency of what was sent."""
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..client import ClientError, EmotionClient, ModelNotServedError, RequestRecord
+from ..client.load import Sent, summarize
+from ..client.load import run as run_load
 
 
 @dataclass
@@ -35,7 +33,8 @@ class SendResult:
 def send_texts(
     client: EmotionClient, texts: list[str], batch_size: int, concurrency: int, progress: bool | None = False
 ) -> SendResult:
-    """Classifies `texts` in requests of `batch_size`, `concurrency` in flight; no error stops the run.
+    """Classifies `texts` in requests of `batch_size`, `concurrency` in flight (the load generator over
+    the batches, once); no error stops the run.
 
     A text the server refuses fails alone (EmotionClient retries its neighbours without it); a
     request that fails otherwise (timeout, connection, overload after retries) fails its texts.
@@ -52,60 +51,48 @@ def send_texts(
         if previous is not None:
             previous(request)
 
-    def one_batch(batch: list[str]) -> list[Outcome]:
-        try:
-            predictions = client.classify_batch(batch)
-        except ClientError as error:
-            return [Outcome(error=str(error), kind=error.kind) for _ in batch]
-        except Exception as error:  # an unexpected client failure is counted for its texts, never ends the run
-            return [Outcome(error=f"{type(error).__name__}: {error}", kind="error") for _ in batch]
-        return [
-            Outcome(p.label, [p.scores[name] for name in labels])
-            if p.error is None
-            else Outcome(error=p.error, kind="refused")
-            for p in predictions
-        ]
-
-    starts = range(0, len(texts), batch_size)
-    outcomes: list[Outcome] = [Outcome()] * len(texts)
+    batches = [texts[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     client.on_request = record
     bar = tqdm(total=len(texts), unit="text", desc="evaluating", disable=None if progress is None else not progress)
-    pool = ThreadPoolExecutor(max(1, concurrency))
     try:
-        began = time.perf_counter()
-        futures = {pool.submit(one_batch, texts[start : start + batch_size]): start for start in starts}
-        for future in as_completed(futures):
-            answers = future.result()
-            start = futures[future]
-            outcomes[start : start + len(answers)] = answers
-            bar.update(len(answers))
-        seconds = time.perf_counter() - began
+        load = run_load(
+            [client.classify_batch] * max(1, concurrency), batches, on_sent=lambda sent: bar.update(sent.texts)
+        )
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C only the requests in flight finish
         bar.close()
         client.on_request = previous
-    return SendResult(outcomes, seconds, records)
+    outcomes = [Outcome()] * len(texts)
+    for sent in load.records:
+        start = sent.item * batch_size
+        outcomes[start : start + sent.texts] = _outcomes(sent, labels)
+    return SendResult(outcomes, load.seconds, records)
+
+
+def _outcomes(sent: Sent, labels: list[str]) -> list[Outcome]:
+    """The outcome of each text of one batch: its predictions, or the error that failed them all."""
+    error = sent.error
+    if isinstance(error, ClientError):
+        return [Outcome(error=str(error), kind=error.kind)] * sent.texts
+    if error is not None:  # an unexpected client failure is counted for its texts, never ends the run
+        return [Outcome(error=f"{type(error).__name__}: {error}", kind="error")] * sent.texts
+    return [
+        Outcome(p.label, [p.scores[name] for name in labels])
+        if p.error is None
+        else Outcome(error=p.error, kind="refused")
+        for p in sent.answer
+    ]
 
 
 def latency_summary(result: SendResult) -> dict:
     """Throughput of the answered texts and the latency of every request that was answered."""
-    answered = sum(outcome.error is None for outcome in result.outcomes)
-    ok = np.array([r.seconds for r in result.requests if r.error is None]) * 1000
+    summary = summarize(result.requests, result.seconds)
     return {
         "seconds": result.seconds,
-        "samples_per_second": answered / result.seconds if result.seconds > 0 else None,
-        "requests": len(result.requests),
-        "failed_requests": sum(r.error is not None for r in result.requests),
+        "samples_per_second": summary.texts_per_second if result.seconds > 0 else None,
+        "requests": summary.requests,
+        "failed_requests": summary.errors,
         "retries": sum(r.attempts - 1 for r in result.requests),
-        "latency_ms": {
-            "p50": float(np.percentile(ok, 50)),
-            "p95": float(np.percentile(ok, 95)),
-            "p99": float(np.percentile(ok, 99)),
-            "mean": float(ok.mean()),
-            "max": float(ok.max()),
-        }
-        if ok.size
-        else None,
+        "latency_ms": summary.latency_ms,
     }
 
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from .. import data as data_module
 from ..build.modeling import checkpoint_labels, predict_logits
 from ..build.pipeline import BuildOptions, build
 from ..build.training import training_arguments
+from ..client.load import Load, drive, latency_ms
 from ..evaluation.labelled_data import read_labelled
 from ..evaluation.server_accuracy import EvaluationOptions, evaluate_served
 from ..repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, copy_sources
@@ -73,6 +73,17 @@ def model_statistics(server: LocalServer) -> dict[str, dict]:
         return {m["name"]: m["inference_stats"] for m in json.load(response)["model_stats"]}
 
 
+def statistics_counting(server: LocalServer, successes: int, wait: float = 5.0) -> dict[str, dict]:
+    """model_statistics once the ensemble has counted `successes` requests: Triton counts a success
+    just after it has sent the answer, so a snapshot taken on the answer may miss the last one."""
+    deadline = time.monotonic() + wait
+    while True:
+        statistics = model_statistics(server)
+        if statistics[server.ensemble.name]["success"]["count"] >= successes or time.monotonic() > deadline:
+            return statistics
+        time.sleep(0.05)
+
+
 def step_times(before: dict, after: dict) -> dict[str, dict]:
     """Milliseconds per successful request of each model between two statistics snapshots.
 
@@ -120,27 +131,31 @@ def lone_requests(server: LocalServer, texts: list[str], system: str, count: int
     """`count` one-text requests one after another; the client's times and Triton's per-model
     statistics over exactly those requests (snapshots after the warm-up and after the last answer)."""
 
-    async def send_all() -> tuple[dict, list[float]]:
+    async def send_all() -> tuple[dict, dict, Load]:
         send, close = ensemble_sender(server)()
         try:
-            for text in texts[:warmup]:
-                await send([text])
-            before, latencies = model_statistics(server), []
-            for text in tqdm(texts[:count], desc=f"{system} lone requests", unit="request", leave=False):
-                started = time.perf_counter()
-                await send([text])
-                latencies.append((time.perf_counter() - started) * 1000)
-            return before, latencies
+            one_at_a_time, name = [send], server.ensemble.name
+            counted = model_statistics(server)[name]["success"]["count"]
+            warmed = await drive(one_at_a_time, [[text] for text in texts[:warmup]])
+            before = statistics_counting(server, counted + len(warmed.records))
+            with tqdm(total=count, desc=f"{system} lone requests", unit="request", leave=False) as bar:
+                load = await drive(one_at_a_time, [[text] for text in texts[:count]], on_sent=lambda _: bar.update())
+            after = statistics_counting(server, counted + len(warmed.records) + len(load.records))
+            failed = next((r.error for r in warmed.records + load.records if r.error is not None), None)
+            if failed is not None:  # a lone request has nothing to compete with: its failure is the server's
+                raise failed
+            return before, after, load
         finally:
             await close()
 
-    before, latencies = asyncio.run(send_all())
+    before, after, load = asyncio.run(send_all())
+    latency = latency_ms([r.seconds for r in load.records])
     return {
         "system": system,
-        "requests": len(latencies),
-        "p50_ms": float(np.percentile(latencies, 50)),
-        "mean_ms": float(np.mean(latencies)),
-        "steps": step_times(before, model_statistics(server)),
+        "requests": len(load.records),
+        "p50_ms": latency["p50"],
+        "mean_ms": latency["mean"],
+        "steps": step_times(before, after),
     }
 
 

@@ -1,17 +1,17 @@
-"""A closed-loop asyncio load generator: `concurrency` workers, each sending its next request
-as soon as the previous one is answered, for a bounded time. perf_analyzer cannot be
-installed here, so this is what measures every served system the same way.
+"""The benchmark's closed loop: the load generator (client.load) over the texts' batches, endlessly,
+for a bounded time, and its senders for Triton's asyncio gRPC client and a plain JSON endpoint.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from ..client.load import drive, summarize
 
 Sender = Callable[[list[str]], Awaitable[None]]
 
@@ -46,57 +46,27 @@ async def closed_loop(
     the window: the window opens on a server already busy with the warm-up's requests, and the
     requests still in flight when it closes are not waited for in the rate.
     """
-    batches = itertools.cycle([texts[i : i + batch_size] for i in range(0, len(texts) - batch_size + 1, batch_size)])
-    latencies: list[float] = []
-    counts = {"requests": 0, "texts": 0, "errors": 0}
-    errors: list[str] = []
-    started = time.perf_counter()
-    measure_from = started + warmup
-    stop_at = measure_from + seconds
-
-    async def worker() -> None:
-        while True:
-            begin = time.perf_counter()
-            if begin >= stop_at:
-                return
-            batch = next(batches)
-            try:
-                await send(batch)
-                failed = False
-            except Exception as error:  # every failure is counted, whatever the client raises
-                failed = True
-                if not errors:
-                    errors.append(f"{type(error).__name__}: {str(error)[:200]}")
-            end = time.perf_counter()
-            if measure_from <= end < stop_at:
-                counts["requests"] += 1
-                if failed:
-                    counts["errors"] += 1
-                else:
-                    counts["texts"] += len(batch)
-                    latencies.append(end - begin)
-
-    cpu_before = time.process_time()
-    await asyncio.sleep(0)
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    finished = time.perf_counter()
-    cpu = time.process_time() - cpu_before
-    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts) - batch_size + 1, batch_size)]
+    load = await drive([send] * concurrency, itertools.cycle(batches), warmup + seconds)
+    measure_from = load.started + warmup
+    summary = summarize((r for r in load.records if measure_from <= r.end < measure_from + seconds), seconds)
+    latency = summary.latency_ms or dict.fromkeys(("mean", "p50", "p95", "p99"), math.nan)
+    error = next((r.error for r in load.records if r.error is not None), None)
     return LoadResult(
         concurrency=concurrency,
         batch_size=batch_size,
         seconds=seconds,
-        requests=counts["requests"],
-        texts=counts["texts"],
-        errors=counts["errors"],
-        texts_per_second=counts["texts"] / seconds,
-        requests_per_second=(counts["requests"] - counts["errors"]) / seconds,
-        mean_ms=float(ms.mean()),
-        p50_ms=float(np.percentile(ms, 50)),
-        p95_ms=float(np.percentile(ms, 95)),
-        p99_ms=float(np.percentile(ms, 99)),
-        loadgen_cpu_percent=100 * cpu / (finished - started),
-        first_error=errors[0] if errors else None,
+        requests=summary.requests,
+        texts=summary.texts,
+        errors=summary.errors,
+        texts_per_second=summary.texts_per_second,
+        requests_per_second=summary.requests_per_second,
+        mean_ms=latency["mean"],
+        p50_ms=latency["p50"],
+        p95_ms=latency["p95"],
+        p99_ms=latency["p99"],
+        loadgen_cpu_percent=100 * load.cpu_seconds / load.seconds,
+        first_error=None if error is None else f"{type(error).__name__}: {str(error)[:200]}",
     )
 
 

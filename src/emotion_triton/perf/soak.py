@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 import sys
 import tempfile
 import threading
@@ -38,34 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tritonclient.utils import InferenceServerException
 
+from ..client import EmotionClient
+from ..client.load import Sent, latency_ms
+from ..client.load import run as run_load
 from ..repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY
 from ..serving.local_server import DEFAULT_CLASSIFIER, SHM_PREFIX, LocalServer, ServerOptions
 from ..serving.preflight import ServerError, free_port
 from ..serving.prometheus import triton_metrics
-
-PROBE_TEXTS = [
-    "i feel wonderful today",
-    "this is terrifying and i cannot sleep",
-    "i am so angry at how they treated us",
-    "i miss her every single day",
-    "what a surprise to see you here",
-    "i love the way you laugh",
-    "je me sens très heureux aujourd'hui 😊",
-    "今日はとても悲しい",
-]
-TEXTS = PROBE_TEXTS + [
-    "i feel a little nervous about tomorrow",
-    "the concert was amazing and i am still smiling",
-    "i feel like nobody listens to me anymore",
-    "honestly i did not expect to win",
-    "i am furious that the train was cancelled again",
-    " ".join(["i keep thinking about the long road home and everything we left behind"] * 20),  # truncated
-    "ok",
-    "مرحبا، أنا سعيد جدا",
-]
-LEAKS = re.compile(r"Traceback|triton_python_backend_shm_region|/tmp/|/home/|site-packages|\.py\b")
+from .soak_traffic import PROBE_TEXTS, Answer, SoakSender, soak_requests
 
 
 @dataclass
@@ -105,8 +84,10 @@ class SoakReport:
     def ok(self) -> bool:
         return not self.violations
 
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
+    def percentile(self, q: int) -> float:
+        """Seconds: the q-th percentile (50, 95 or 99) of the answered good requests' latencies."""
+        latency = latency_ms(self.latencies)
+        return latency[f"p{q}"] / 1e3 if latency else float("nan")
 
     def summary(self) -> list[str]:
         mib = 1 << 20
@@ -131,138 +112,26 @@ class SoakReport:
         return lines
 
 
-class _Worker(threading.Thread):
-    """One closed-loop client: sends its next request as soon as the previous one is answered."""
-
-    def __init__(self, index: int, server: LocalServer, options: SoakOptions, stop: threading.Event, report):
-        super().__init__(daemon=True)
-        self.protocol = "grpc" if index % 2 == 0 else "http"
-        self.server, self.options, self.stop, self.report = server, options, stop, report
-        self.text_input, (self.label_output, self.scores_output) = server.ensemble.text_input, server.ensemble.outputs
-        self.random = random.Random(options.seed * 1000 + index)
-        self.lock = report["lock"]
-
-    def run(self) -> None:
-        if self.protocol == "grpc":
-            import tritonclient.grpc as module
-
-            self.module, client = module, module.InferenceServerClient(self.server.grpc_url)
-        else:
-            import tritonclient.http as module
-
-            timeout = self.options.timeout
-            self.module = module
-            client = module.InferenceServerClient(
-                self.server.http_url, connection_timeout=timeout, network_timeout=timeout
-            )
-        try:
-            while not self.stop.is_set():
-                self._one(client)
-        finally:
-            client.close()
-
-    def _request(self) -> tuple[str, str, list[bytes], str, str]:
-        """(good|bad, what, texts, datatype, model)."""
-        pick = self.random
-        texts = [pick.choice(TEXTS).encode() for _ in range(pick.randint(1, 16))]
-        if pick.random() >= self.options.bad_share:
-            return "good", "texts", texts, "BYTES", self.server.ensemble.name
-        what = pick.choice(["empty", "whitespace", "nul", "utf8", "long", "batch", "dtype", "model"])
-        at = pick.randrange(len(texts))
-        if what in ("empty", "whitespace", "nul", "utf8", "long"):
-            texts[at] = {
-                "empty": b"",
-                "whitespace": b" \t\n ",
-                "nul": b"hello\x00world",
-                "utf8": b"caf\xc3 \xff",
-                "long": b"word " * 20_000,  # 100 kB: over the 64 KiB limit
-            }[what]
-        elif what == "batch":
-            texts = texts[:1] * 65
-        return (
-            "bad",
-            what,
-            texts,
-            "FP32" if what == "dtype" else "BYTES",
-            "no_such_model" if what == "model" else self.server.ensemble.name,
-        )
-
-    def _one(self, client) -> None:
-        kind, what, texts, datatype, model = self._request()
-        module = self.module
-        if datatype == "BYTES":
-            array = np.array([[t] for t in texts], dtype=np.object_)
-        else:
-            array = np.zeros((len(texts), 1), dtype=np.float32)
-        tensor = module.InferInput(self.text_input, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        kwargs = {"client_timeout": self.options.timeout} if self.protocol == "grpc" else {}
-        start = time.perf_counter()
-        try:
-            result = client.infer(model, [tensor], **kwargs)
-        except InferenceServerException as error:
-            outcome, problem = _refusal(kind, what, error)
-            self._record(kind, outcome, problem)
-            return
-        except Exception as error:  # a dropped connection or a client-side timeout: a request left unanswered
-            self._record(kind, "unanswered", f"{self.protocol} {what}: no answer ({type(error).__name__}: {error})")
-            return
-        seconds = time.perf_counter() - start
-        labels, scores = result.as_numpy(self.label_output), result.as_numpy(self.scores_output)
-        problem = None
-        if kind == "bad":
-            problem = f"{self.protocol} {what}: a bad request was answered instead of refused"
-        elif labels is None or scores is None or labels.shape != (len(texts), 1) or len(scores) != len(texts):
-            problem = f"{self.protocol}: {len(texts)} texts answered with LABEL {getattr(labels, 'shape', None)}"
-        elif np.abs(scores.sum(axis=1) - 1).max() > 1e-4:
-            problem = f"{self.protocol}: scores that are not probabilities"
-        self._record(kind, "ok", problem, seconds, len(texts))
-
-    def _record(self, kind, outcome, problem=None, seconds=None, texts=0) -> None:
-        with self.lock:
-            report: SoakReport = self.report["report"]
-            report.requests += 1
-            report.outcomes[(kind, outcome)] += 1
-            if seconds is not None and problem is None:
-                report.latencies.append(seconds)
-                report.texts_answered += texts
-            if problem:
-                report.violations.append(problem)
-
-
-def _refusal(kind: str, what: str, error: InferenceServerException) -> tuple[str, str | None]:
-    """(outcome, violation or None) for an error answer."""
-    status, message = str(error.status() or ""), error.message() or ""
-    if "DEADLINE_EXCEEDED" in status or "timed out" in message:
-        return "unanswered", f"{what}: no answer within the client deadline ({message[:100]})"
-    if LEAKS.search(message):
-        return "leak", f"{what}: the error message shows internals: {message[:200]!r}"
-    if status in ("503", "StatusCode.UNAVAILABLE"):
-        return "overloaded", None
-    if kind == "good":
-        return "error", f"a good request failed: {status} {message[:200]}"
-    if what == "model":
-        return "not_found", None if status in ("404", "StatusCode.NOT_FOUND") else f"unknown model: {status} {message}"
-    if status in ("400", "StatusCode.INVALID_ARGUMENT"):
-        return "invalid", None
-    return "error", f"{what}: refused with {status} instead of 400 / INVALID_ARGUMENT: {message[:200]}"
+def _tally(report: SoakReport, sent: list[Sent]) -> None:
+    """Adds the requests that were sent to the report: outcomes, violations, latency of the answered good ones."""
+    for request in sent:
+        if request.error is not None:  # the sender turns every answer into an Answer: this is a bug of its own
+            report.violations.append(f"the soak's sender failed: {type(request.error).__name__}: {request.error}")
+            continue
+        answer: Answer = request.answer
+        report.requests += 1
+        report.outcomes[(answer.kind, answer.outcome)] += 1
+        if answer.problem:
+            report.violations.append(answer.problem)
+        elif answer.outcome == "ok":
+            report.latencies.append(request.seconds)
+            report.texts_answered += request.texts
 
 
 def _probe(server: LocalServer) -> np.ndarray:
     """Scores of PROBE_TEXTS, one request per text, nothing else in flight."""
-    import tritonclient.grpc as grpc
-
-    client, ensemble = grpc.InferenceServerClient(server.grpc_url), server.ensemble
-    text_input, (_, scores) = ensemble.text_input, ensemble.outputs  # each reads the config file
-    try:
-        rows = []
-        for text in PROBE_TEXTS:
-            tensor = grpc.InferInput(text_input, [1, 1], "BYTES")
-            tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
-            rows.append(client.infer(ensemble.name, [tensor], client_timeout=30).as_numpy(scores)[0])
-        return np.array(rows)
-    finally:
-        client.close()
+    with EmotionClient(server.grpc_url, model=server.ensemble.name) as client:
+        return np.array([client.infer([text])[1][0] for text in PROBE_TEXTS])
 
 
 def _server_successes(server: LocalServer) -> int:
@@ -289,15 +158,15 @@ def run(options: SoakOptions, server: LocalServer | None = None) -> SoakReport:
     try:
         before = _probe(server)
         successes_before = _server_successes(server)
-        shared = {"report": SoakReport(), "lock": threading.Lock()}  # the warm-up's numbers are thrown away
-        stop = threading.Event()
-        workers = [_Worker(i, server, options, stop, shared) for i in range(options.concurrency)]
-        for worker in workers:
-            worker.start()
+        senders = [SoakSender(i, server, options.timeout) for i in range(options.concurrency)]
+        requests = soak_requests(options.bad_share, server.ensemble.name, options.seed)
+        sent: list[Sent] = []  # appended by the load generator's thread as each request ends
+        load = threading.Thread(
+            target=run_load, args=(senders, requests, options.warmup + options.seconds, sent.append), daemon=True
+        )
+        load.start()
         time.sleep(options.warmup)
-        with shared["lock"]:
-            warmup = shared["report"]
-            shared["report"] = report
+        measure_from = time.perf_counter()  # the requests that end before this are the warm-up's
         report.rss_start, report.shm_start = server.memory()
         report.rss_peak_first = report.rss_peak_second = report.rss_start
         report.shm_peak = report.shm_start
@@ -310,12 +179,17 @@ def run(options: SoakOptions, server: LocalServer | None = None) -> SoakReport:
             else:
                 report.rss_peak_second = max(report.rss_peak_second, rss)
             report.shm_peak = max(report.shm_peak, shm)
-        stop.set()
-        for worker in workers:
-            worker.join(options.timeout + 5)
+        load.join(options.timeout + 5)
         report.seconds = time.monotonic() - start
-        if any(worker.is_alive() for worker in workers):
+        if load.is_alive():
             report.violations.append(f"a client did not finish within {options.timeout + 5:.0f} s of the end")
+        else:
+            for sender in senders:
+                sender.close()
+        sent = list(sent)
+        warmup = SoakReport()  # its numbers are thrown away, its violations kept
+        _tally(warmup, [request for request in sent if request.end < measure_from])
+        _tally(report, [request for request in sent if request.end >= measure_from])
         report.violations[:0] = warmup.violations
         report.rss_end, report.shm_end = server.memory()
 
