@@ -1,45 +1,67 @@
 """The `emotion-classify` command (client/classify.py): classify texts with the served `emotion` ensemble.
 
-emotion-classify --text "i feel wonderful today" --text "this is terrifying"
-emotion-classify --file texts.txt --json
-echo "i am so angry" | emotion-classify --protocol http --url 127.0.0.1:8000
+    emotion-classify --text "i feel wonderful today" --text "this is terrifying"
+    emotion-classify --file texts.txt --json
+    echo "i am so angry" | emotion-classify --protocol http --url 127.0.0.1:8000
+
+Exit codes: 0 every text classified; 1 the server cannot be used or a text failed; 2 bad options or no text.
 """
 
-import argparse
+from __future__ import annotations
+
 import json
 import sys
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
+from tyro.conf import UseAppendAction, arg
+
+from ..command_line import parse, usage_error
 from .emotion_client import ClientError, EmotionClient
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
-    parser.add_argument("--file", help="a file with one text per line")
-    parser.add_argument("--url", help="server address (default 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
-    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
-    parser.add_argument("--model", default="emotion")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    parser.add_argument("--json", action="store_true", help="print the Hugging Face pipeline's JSON format")
-    args = parser.parse_args(argv)
+@dataclass
+class ClassifyOptions:
+    """The texts, the server, and the output."""
 
-    texts = list(args.text)
-    if args.file:
-        with open(args.file, encoding="utf-8") as handle:
+    texts: Annotated[list[str], UseAppendAction, arg(name="text", help_behavior_hint="(repeatable)")] = field(
+        default_factory=list
+    )
+    """a text to classify"""
+    file: str | None = None
+    """a file with one text per line"""
+    url: Annotated[
+        str | None, arg(help_behavior_hint="(default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
+    ] = None
+    """server address"""
+    protocol: Literal["grpc", "http"] = "grpc"
+    model: str = "emotion"
+    timeout: float = 30.0
+    """seconds per request"""
+    json: bool = False
+    """print the Hugging Face pipeline's JSON format"""
+
+
+def main(argv=None) -> int:
+    options = parse(ClassifyOptions, argv, __doc__)
+
+    texts = list(options.texts)
+    if options.file:
+        with open(options.file, encoding="utf-8") as handle:
             texts += [line.rstrip("\n") for line in handle if line.strip()]
     if not texts and not sys.stdin.isatty():
         texts += [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
-        parser.error("no text: use --text, --file or standard input")
+        return usage_error("no text: use --text, --file or standard input")
 
     try:
-        with EmotionClient(args.url, args.protocol, args.model, args.timeout) as client:
+        with EmotionClient(options.url, options.protocol, options.model, options.timeout) as client:
             predictions = client.classify(texts)
     except ClientError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
-    if args.json:
+    if options.json:
         print(json.dumps([p.as_pipeline() for p in predictions]))
     else:
         for p in predictions:

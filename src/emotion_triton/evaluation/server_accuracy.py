@@ -23,11 +23,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from tyro.conf import Positional, Suppress, arg
 
 from ..client import ClientError, EmotionClient
+from ..command_line import value_or
 from ..hub import ModelSourceError
+from ..repository import DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND, PROJECT_ROOT
 from .classification_metrics import classification_metrics
 from .labelled_data import EvaluationError, match_labels, read_labelled
 from .parity import EagerReference, compare_with_eager
@@ -37,18 +41,37 @@ from .sending import latency_summary, send_texts, served_max_length
 
 @dataclass
 class EvaluationOptions:
-    source: str  # a labelled file, a directory of splits, or a Hub data set id (`name[:split]`)
-    split: str = "validation"  # of a directory or a Hub data set without `:split`
-    url: str | None = None
-    protocol: str = "grpc"
+    """An evaluation of the served ensemble (its fields are emotion-evaluate's options)."""
+
+    source: Positional[Annotated[str, arg(metavar="SOURCE")]]
+    """labelled data: a file (text;label, CSV, JSON Lines), a directory of splits, or a Hub data set[:split]"""
+    split: str = "validation"
+    """split of a directory or a Hub data set without `:split`"""
+    url: Annotated[
+        str | None, arg(help_behavior_hint="(default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
+    ] = None
+    """server address"""
+    protocol: Literal["grpc", "http"] = "grpc"
     model: str = "emotion"
-    batch_size: int | None = None  # default: the server's max_batch_size
+    batch_size: Annotated[int | None, arg(help_behavior_hint="(default: the server's max_batch_size)")] = None
+    """texts per request"""
     concurrency: int = 4
+    """requests in flight"""
     timeout: float = 30.0
-    compare_with: str | None = None  # a fine-tuned checkpoint directory
-    as_json: bool = False
+    """seconds per request"""
+    compare_with: Annotated[
+        Annotated[str, value_or(str(DEFAULT_CHECKPOINT), "CHECKPOINT")] | None,
+        arg(
+            help_behavior_hint=f"(without a value: {DEFAULT_CHECKPOINT.relative_to(PROJECT_ROOT)}, "
+            f"where `{OFFLINE_BUILD_COMMAND}` puts it)"
+        ),
+    ] = None
+    """a fine-tuned checkpoint directory: also run it eagerly on the same texts and check parity"""
+    as_json: Annotated[bool, arg(name="json")] = False
+    """print one JSON document instead of the text report"""
     report_dir: Path | None = None
-    progress: bool | None = None  # None: a progress bar when standard error is a terminal
+    """write evaluation.json and confusion_matrix.png here"""
+    progress: Suppress[bool | None] = None  # None: a progress bar when standard error is a terminal
 
 
 # -- the whole evaluation ----------------------------------------------------------------------

@@ -13,8 +13,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 from tqdm.auto import tqdm
+from tyro.conf import arg
 
 from .. import data as data_module
 from ..build.modeling import checkpoint_labels, predict_logits
@@ -23,8 +25,8 @@ from ..build.training import training_arguments
 from ..client.load import Load, drive, latency_ms
 from ..evaluation.labelled_data import read_labelled
 from ..evaluation.server_accuracy import EvaluationOptions, evaluate_served
-from ..repository import CLASSIFIER_CONFIGS, PROJECT_ROOT, copy_sources
-from ..serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions
+from ..repository import CLASSIFIER_CONFIGS, DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND, PROJECT_ROOT, copy_sources
+from ..serving.local_server import DEFAULT_CLASSIFIER, ClassifierName, LocalServer, ServerOptions
 from ..serving.preflight import free_port
 from ..serving.prometheus import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
 from .loadgen import closed_loop, json_http_sender, triton_grpc_sender
@@ -34,18 +36,34 @@ DEFAULT_DATA = str(data_module.EMOTION_VALIDATION_FILE)
 
 @dataclass
 class BenchOptions:
-    checkpoint: Path | None  # None: only the model table (--models)
+    """The benchmark's systems, texts and load."""
+
+    checkpoint: Annotated[
+        Path | None,
+        arg(
+            help_behavior_hint=f"(default without --models: {DEFAULT_CHECKPOINT.relative_to(PROJECT_ROOT)}, "
+            f"where `{OFFLINE_BUILD_COMMAND}` puts it)"
+        ),
+    ] = None
+    """fine-tuned checkpoint directory: the full benchmark (None: only the model table of --models)"""
     data: str = DEFAULT_DATA
+    """labelled texts"""
     results: Path = PROJECT_ROOT / "results" / "bench"
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    """requests in flight of the served sweep"""
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    """texts per request of the served sweep"""
     fastapi_concurrency: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
     seconds: float = 5.0
+    """measured seconds per point"""
     in_process_texts: int = 1000
     lone_requests: int = 300
-    int8: bool = True
-    fastapi: bool = True
-    classifiers: list[str] = field(default_factory=lambda: list(CLASSIFIER_CONFIGS))
+    """one-text requests timed step by step"""
+    # The flags are --no-int8 and --no-fastapi: their help says what they do.
+    int8: Annotated[bool, arg(help="leave out the int8 repository: fp32 only", help_behavior_hint="")] = True
+    fastapi: Annotated[bool, arg(help="leave out the FastAPI + pipeline baseline", help_behavior_hint="")] = True
+    classifiers: list[ClassifierName] = field(default_factory=lambda: list(CLASSIFIER_CONFIGS))
+    """classifier variants to serve"""
 
 
 def server_side(before: dict, after: dict, classifier: str) -> dict:

@@ -12,27 +12,31 @@ Same machine, same fine-tuned weights, same texts for every system:
   generator, a sweep over concurrency and request batch size, with the time of each ensemble
   step from Triton's per-model statistics;
 - a plain FastAPI + `pipeline` server, one text per call, under the same load generator.
+
 Writes results.json, results.md and PNG plots into --results, and prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import os
 import platform
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from tqdm.auto import tqdm
+from tyro.conf import arg
 
 from .. import data as data_module
 from ..build.modeling import load_classifier, load_tokenizer
+from ..command_line import parse
 from ..evaluation.server_accuracy import EvaluationOptions, evaluate_served
 from ..hub import ModelSourceError
-from ..repository import CLASSIFIER_CONFIGS, DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND, PROJECT_ROOT, Ensemble
+from ..repository import DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND, Ensemble
 from .baselines import load_pipeline, measure_onnx_runtime, measure_pipeline, measure_sorted_eager
 from .bench_phases import (
     BenchOptions,
@@ -158,53 +162,22 @@ def model_table(checkpoints: list[Path], options: BenchOptions) -> list[dict]:
     return rows
 
 
+@dataclass
+class BenchCommand:
+    """emotion-bench's command line: the benchmark's options, and the checkpoints of the model table."""
+
+    benchmark: BenchOptions = field(default_factory=BenchOptions)
+    models: Annotated[list[Path] | None, arg(metavar="CHECKPOINT [CHECKPOINT ...]", help_behavior_hint="")] = None
+    """fine-tuned checkpoints: print the model card's table (accuracy, weighted F1, texts/s)"""
+
+
 def parse_arguments(argv: list[str] | None = None) -> tuple[BenchOptions, list[Path] | None]:
     """(options of the full benchmark, or None with --models; the checkpoints of --models)."""
-    defaults = BenchOptions(checkpoint=DEFAULT_CHECKPOINT)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="fine-tuned checkpoint directory (the full benchmark; without --models, default "
-        f"{DEFAULT_CHECKPOINT.relative_to(PROJECT_ROOT)}, where `{OFFLINE_BUILD_COMMAND}` puts it)",
-    )
-    parser.add_argument(
-        "--models",
-        type=Path,
-        nargs="+",
-        help="fine-tuned checkpoints: print the model card's table (accuracy, weighted F1, texts/s)",
-    )
-    parser.add_argument("--data", default=defaults.data, help="labelled texts (default: emotion validation)")
-    parser.add_argument("--results", type=Path, default=defaults.results)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=defaults.concurrency)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=defaults.batch_sizes)
-    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="measured seconds per point")
-    parser.add_argument(
-        "--lone-requests", type=int, default=defaults.lone_requests, help="one-text requests timed step by step"
-    )
-    parser.add_argument("--no-int8", action="store_true")
-    parser.add_argument(
-        "--classifiers",
-        nargs="+",
-        choices=sorted(CLASSIFIER_CONFIGS),
-        default=defaults.classifiers,
-        help="classifier variants to serve (default: all)",
-    )
-    parser.add_argument("--no-fastapi", action="store_true")
-    args = parser.parse_args(argv)
-    options = BenchOptions(
-        checkpoint=args.checkpoint or (None if args.models else DEFAULT_CHECKPOINT),
-        data=args.data,
-        results=args.results,
-        concurrency=args.concurrency,
-        batch_sizes=args.batch_sizes,
-        seconds=args.seconds,
-        lone_requests=args.lone_requests,
-        int8=not args.no_int8,
-        fastapi=not args.no_fastapi,
-        classifiers=args.classifiers,
-    )
-    return options, args.models
+    command = parse(BenchCommand, argv, __doc__)
+    options = command.benchmark
+    if options.checkpoint is None and not command.models:
+        options.checkpoint = DEFAULT_CHECKPOINT
+    return options, command.models
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,6 @@ It prints its numbers and exits 1 when a check fails.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -34,14 +33,17 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from tyro.conf import arg
 
 from ..client import EmotionClient
 from ..client.load import Sent, latency_ms
 from ..client.load import run as run_load
-from ..repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY
-from ..serving.local_server import DEFAULT_CLASSIFIER, SHM_PREFIX, LocalServer, ServerOptions
+from ..command_line import parse
+from ..repository import DEFAULT_REPOSITORY
+from ..serving.local_server import DEFAULT_CLASSIFIER, SHM_PREFIX, ClassifierName, LocalServer, ServerOptions
 from ..serving.preflight import ServerError, free_port
 from ..serving.prometheus import triton_metrics
 from .soak_traffic import PROBE_TEXTS, Answer, SoakSender, soak_requests
@@ -49,17 +51,38 @@ from .soak_traffic import PROBE_TEXTS, Answer, SoakSender, soak_requests
 
 @dataclass
 class SoakOptions:
+    """The soak and the server it starts."""
+
     repository: Path = DEFAULT_REPOSITORY
-    classifier: str = DEFAULT_CLASSIFIER  # the classifier variant of the server it starts
+    """the model repository of the server it starts"""
+    classifier: ClassifierName = DEFAULT_CLASSIFIER
+    """the classifier variant of the server it starts"""
     seconds: float = 120.0
-    warmup: float = 20.0  # seconds of load before the memory baseline
+    """seconds of load after the warm-up"""
+    warmup: float = 20.0
+    """seconds of load before the memory baseline"""
     concurrency: int = 12
+    """clients, half gRPC, half HTTP"""
     bad_share: float = 0.1
-    max_rss_growth_mib: float = 32.0  # peak of the second half over the peak of the first
+    """share of bad requests"""
+    max_rss_growth_mib: float = 32.0
+    """bound on the peak RSS of the second half of the load over the peak of the first"""
     max_shm_growth_mib: float = 16.0
-    timeout: float = 30.0  # client deadline per request: an answer later than this counts as lost
+    """bound on the growth of the stubs' /dev/shm regions after the warm-up"""
+    timeout: float = 30.0
+    """client deadline per request: an answer later than this counts as lost"""
     seed: int = 0
-    log_file: Path | None = None
+    log_file: Annotated[Path | None, arg(help_behavior_hint="(default: a temporary file)")] = None
+    """tritonserver's log"""
+
+
+@dataclass
+class SoakCommand:
+    """emotion-soak's command line: the soak's options, and how to print its numbers."""
+
+    soak: SoakOptions = field(default_factory=SoakOptions)
+    json: bool = False
+    """also print the numbers as one JSON line"""
 
 
 @dataclass
@@ -229,30 +252,8 @@ def run(options: SoakOptions, server: LocalServer | None = None) -> SoakReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = SoakOptions()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repository", type=Path, default=defaults.repository)
-    parser.add_argument("--classifier", choices=sorted(CLASSIFIER_CONFIGS), default=defaults.classifier)
-    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="load after the warm-up (default: 120)")
-    parser.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds before the memory baseline")
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="clients, half gRPC, half HTTP")
-    parser.add_argument("--bad-share", type=float, default=defaults.bad_share, help="share of bad requests (0.1)")
-    parser.add_argument("--max-rss-growth-mib", type=float, default=defaults.max_rss_growth_mib)
-    parser.add_argument("--max-shm-growth-mib", type=float, default=defaults.max_shm_growth_mib)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--json", action="store_true", help="also print the numbers as one JSON line")
-    args = parser.parse_args(argv)
-    options = SoakOptions(
-        repository=args.repository,
-        classifier=args.classifier,
-        seconds=args.seconds,
-        warmup=args.warmup,
-        concurrency=args.concurrency,
-        bad_share=args.bad_share,
-        max_rss_growth_mib=args.max_rss_growth_mib,
-        max_shm_growth_mib=args.max_shm_growth_mib,
-        seed=args.seed,
-    )
+    command = parse(SoakCommand, argv, __doc__.split("\n")[0])
+    options = command.soak
     print(
         f"soak: {options.warmup:g} s warm-up, then {options.seconds:g} s at {options.concurrency} clients", flush=True
     )
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print("\n".join(report.summary()))
-    if args.json:
+    if command.json:
         numbers = {k: v for k, v in vars(report).items() if k not in ("latencies", "outcomes")}
         numbers["outcomes"] = {f"{k} {o}": n for (k, o), n in report.outcomes.items()}
         numbers["p50_ms"], numbers["p99_ms"] = report.percentile(50) * 1e3, report.percentile(99) * 1e3

@@ -14,9 +14,10 @@ import time
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import psutil
+from tyro.conf import Suppress, arg
 
 from ..repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
 from . import canary
@@ -45,20 +46,36 @@ class MemoryUsage(NamedTuple):
     shm: int  # bytes of the stubs' shared-memory regions in /dev/shm
 
 
+# The classifier variants, for the command lines' choices.
+ClassifierName = Literal[tuple(sorted(CLASSIFIER_CONFIGS))]
+
+
 @dataclass
 class ServerOptions:
+    """The tritonserver to start."""
+
     repository: Path = DEFAULT_REPOSITORY
+    """the model repository"""
     ensemble: str = DEFAULT_ENSEMBLE
+    """the ensemble model to serve"""
     host: str = "127.0.0.1"
+    """address to bind"""
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    classifier: str = DEFAULT_CLASSIFIER  # a key of CLASSIFIER_CONFIGS
-    exit_timeout: int = 30  # seconds tritonserver gives requests in flight on shutdown
+    classifier: ClassifierName = DEFAULT_CLASSIFIER
+    """onnx: model.onnx on ONNX Runtime, python: model.pt, both in a Python-backend model; libtorch: Triton's PyTorch"""
+    exit_timeout: int = 30
+    """seconds requests in flight get on shutdown"""
     ready_timeout: float = 180.0
-    admin_key: str = field(default_factory=lambda: os.environ.get("TRITON_ADMIN_KEY") or secrets.token_urlsafe(24))
-    log_file: Path | None = None  # default: a file in the system's temp folder
-    extra_args: tuple[str, ...] = ()
+    """seconds tritonserver gets to load the models and answer"""
+    # Not an option: --help would print its default, the key; TRITON_ADMIN_KEY sets it.
+    admin_key: Suppress[str] = field(
+        default_factory=lambda: os.environ.get("TRITON_ADMIN_KEY") or secrets.token_urlsafe(24)
+    )
+    log_file: Annotated[Path | None, arg(help_behavior_hint="(default: a temporary file)")] = None
+    """tritonserver's log"""
+    extra_args: Suppress[tuple[str, ...]] = ()  # more tritonserver flags, from code only: not an option
 
 
 class LocalServer:

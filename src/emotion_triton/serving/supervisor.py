@@ -21,14 +21,16 @@ stops taking new requests at once and finishes those in flight within
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field
 
+from tyro.conf import Suppress
+
+from ..command_line import parse
 from ..repository import CLASSIFIER_CONFIGS, Ensemble
 from .local_server import LocalServer, ServerOptions
 from .preflight import ServerError
@@ -36,22 +38,41 @@ from .preflight import ServerError
 RESTART_GRACE = 5.0  # seconds a broken tritonserver gets to stop before SIGKILL when it is restarted
 
 
-def serve_forever(
-    server: LocalServer,
-    canary_interval: float = 5.0,
-    max_restarts: int = 3,
-    canary_failures: int = 2,
-    canary_timeout: float = 10.0,
-    restart_window: float = 600.0,
-) -> int:
+@dataclass
+class Supervision:
+    """How tritonserver is kept answering: an inference canary, and restarts."""
+
+    canary_interval: float = 5.0
+    """seconds between two canary inferences"""
+    canary_failures: int = 2
+    """failed canaries in a row that restart tritonserver"""
+    canary_timeout: float = 10.0
+    """seconds the canary waits for its answer"""
+    max_restarts: int = 3
+    """restarts within 10 minutes before the server gives up with exit code 1"""
+    restart_window: Suppress[float] = 600.0  # the "10 minutes" of --max-restarts' help: not an option
+
+
+@dataclass
+class ServeCommand:
+    """emotion-serve's command line: the server's options and the supervision's, without prefixes."""
+
+    server: ServerOptions = field(default_factory=ServerOptions)
+    supervision: Supervision = field(default_factory=Supervision)
+
+
+def serve_forever(server: LocalServer, supervision: Supervision | None = None) -> int:
     """Runs until SIGINT/SIGTERM (exit 0) or until tritonserver cannot be kept serving (exit 1).
 
-    Every `canary_interval` seconds one text goes through the ensemble (`LocalServer.health_problem`).
-    `canary_failures` failures without `canary_failures` successes in a row between them, or
-    tritonserver exiting, restart it; the restart after `max_restarts` restarts within
-    `restart_window` seconds ends the process instead. Successes in a row, not one success, clear
+    With the fields of `supervision`: every `canary_interval` seconds one text goes through the ensemble
+    (`LocalServer.health_problem`). `canary_failures` failures without `canary_failures` successes in a
+    row between them, or tritonserver exiting, restart it; the restart after `max_restarts` restarts
+    within `restart_window` seconds ends the process instead. Successes in a row, not one success, clear
     the count: with two instances of a step and one dead stub, every other canary succeeds.
     """
+    supervision = supervision or Supervision()
+    canary_interval, canary_failures = supervision.canary_interval, supervision.canary_failures
+    max_restarts, restart_window = supervision.max_restarts, supervision.restart_window
     stopping = []
 
     def on_signal(signum, _frame):
@@ -69,7 +90,7 @@ def serve_forever(
         if stopping or (not exited and time.monotonic() < next_check):
             continue
         next_check = time.monotonic() + canary_interval
-        problem = server.health_problem(canary_timeout)
+        problem = server.health_problem(supervision.canary_timeout)
         if stopping:
             break
         if problem is None:
@@ -78,8 +99,9 @@ def serve_forever(
                 failures = 0
             continue
         failures, successes = failures + 1, 0
-        if failures < canary_failures and not exited:
+        if not exited:  # every failure is printed, the one that triggers a restart too
             print(f"canary failed ({failures}/{canary_failures}): {problem}", file=sys.stderr)
+        if failures < canary_failures and not exited:
             continue
         now = time.monotonic()
         restarts = [when for when in restarts if now - when < restart_window]
@@ -127,50 +149,8 @@ def main(argv: list[str] | None = None, prepare: Callable[[Ensemble], None] | No
     """The supervised local server; `prepare` runs once before the first start (the serve command builds a
     missing model there: this layer never imports the build)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    defaults = ServerOptions()
-    parser = argparse.ArgumentParser(description="Serve the emotion ensemble with a local tritonserver on the CPU.")
-    parser.add_argument("--repository", type=Path, default=defaults.repository)
-    parser.add_argument(
-        "--classifier",
-        choices=sorted(CLASSIFIER_CONFIGS),
-        default=defaults.classifier,
-        help="libtorch: the production config on Triton's PyTorch backend (CPU instances); "
-        "python: the same model.pt in a Python-backend model (default: %(default)s)",
-    )
-    parser.add_argument("--host", default=defaults.host, help="address to bind (default: loopback only)")
-    parser.add_argument("--http-port", type=int, default=defaults.http_port)
-    parser.add_argument("--grpc-port", type=int, default=defaults.grpc_port)
-    parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
-    parser.add_argument(
-        "--exit-timeout", type=int, default=defaults.exit_timeout, help="seconds requests in flight get on shutdown"
-    )
-    parser.add_argument("--log-file", type=Path, help="tritonserver's log (default: a temporary file)")
-    parser.add_argument(
-        "--canary-interval", type=float, default=5.0, help="seconds between two canary inferences (default: 5)"
-    )
-    parser.add_argument(
-        "--canary-failures", type=int, default=2, help="failed canaries in a row that restart tritonserver (default: 2)"
-    )
-    parser.add_argument(
-        "--canary-timeout", type=float, default=10.0, help="seconds the canary waits for its answer (default: 10)"
-    )
-    parser.add_argument(
-        "--max-restarts",
-        type=int,
-        default=3,
-        help="restarts within 10 minutes before the server gives up with exit code 1 (default: 3)",
-    )
-    args = parser.parse_args(argv)
-    options = ServerOptions(
-        repository=args.repository,
-        classifier=args.classifier,
-        host=args.host,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        exit_timeout=args.exit_timeout,
-        log_file=args.log_file,
-    )
+    command = parse(ServeCommand, argv, "Serve the emotion ensemble with a local tritonserver on the CPU.")
+    options = command.server
     server = LocalServer(options)
     print(f"starting tritonserver on {options.host} (log: {server.log_file})", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM while starting stops tritonserver too
@@ -194,13 +174,7 @@ def main(argv: list[str] | None = None, prepare: Callable[[Ensemble], None] | No
         print(f"  metrics  {server.metrics_url}")
         print(f'  try:     python client/classify.py --url {server.grpc_url} --text "i feel great today"')
         print("Ctrl-C stops it.", flush=True)
-        return serve_forever(
-            server,
-            canary_interval=args.canary_interval,
-            max_restarts=args.max_restarts,
-            canary_failures=args.canary_failures,
-            canary_timeout=args.canary_timeout,
-        )
+        return serve_forever(server, command.supervision)
     except KeyboardInterrupt:  # a signal after start, before serve_forever's handlers took over
         return stop_cleanly(server)
 
