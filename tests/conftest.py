@@ -11,7 +11,6 @@ from emotion_triton.build.training import training_arguments
 from emotion_triton.data import EMOTION_DATA_DIR, read_file
 from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
 from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions
-from emotion_triton.serving.preflight import free_port
 
 from .tiny_models import make_tiny_base
 
@@ -91,11 +90,8 @@ def built_repository(tmp_path_factory, tiny_base, small_data):
 
 
 def start_server(repository: Path, tmp_path: Path, **kwargs) -> LocalServer:
-    options = ServerOptions(
+    options = ServerOptions.on_free_ports(
         repository=repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         log_file=tmp_path / "tritonserver.log",
         **kwargs,
     )

@@ -8,7 +8,7 @@ import pytest
 
 from emotion_triton.serving import pytorch_backend
 from emotion_triton.serving.local_server import LocalServer, ServerOptions
-from emotion_triton.serving.preflight import ServerError, free_port
+from emotion_triton.serving.preflight import ServerError
 from emotion_triton.serving.pytorch_backend import BackendBuildError, ensure_backend
 
 
@@ -51,12 +51,9 @@ def test_the_libtorch_classifier_without_a_backend_points_at_the_python_variant(
     repository, _ = built_repository("distilbert")
     monkeypatch.setattr(pytorch_backend, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(pytorch_backend.shutil, "which", lambda tool: None)
-    options = ServerOptions(
+    options = ServerOptions.on_free_ports(
         repository=repository,
         classifier="libtorch",
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
     )
     with pytest.raises(ServerError, match="cannot be built: missing cmake .*; or serve the Python-backend"):
         LocalServer(options).command()

@@ -760,12 +760,9 @@ def test_a_missing_model_file_is_refused_before_start(built_repository, tmp_path
     source, _ = built_repository(FAMILY)
     repository = shutil.copytree(source, tmp_path / "repo")
     next(repository.glob(f"*/1/{missing}")).unlink()
-    options = ServerOptions(
+    options = ServerOptions.on_free_ports(
         repository=repository,
         classifier=classifier,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
     )
     with pytest.raises(ServerError, match=f"{missing} is missing: build the model with `python build/build.py"):
         LocalServer(options).preflight()

@@ -211,12 +211,9 @@ async def measure(make_sender, texts, concurrency, batch_size, seconds):
 
 
 def serve_repository(repository: Path, workdir: Path, classifier: str = DEFAULT_CLASSIFIER) -> LocalServer:
-    options = ServerOptions(
+    options = ServerOptions.on_free_ports(
         repository=repository,
         classifier=classifier,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         log_file=workdir / f"tritonserver-{repository.name}-{classifier}.log",
     )
     server = LocalServer(options)

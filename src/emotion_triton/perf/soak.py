@@ -44,7 +44,7 @@ from ..client.load import run as run_load
 from ..command_line import parse
 from ..repository import DEFAULT_REPOSITORY
 from ..serving.local_server import DEFAULT_CLASSIFIER, SHM_PREFIX, ClassifierName, LocalServer, ServerOptions
-from ..serving.preflight import ServerError, free_port
+from ..serving.preflight import ServerError
 from ..serving.prometheus import triton_metrics
 from .soak_traffic import PROBE_TEXTS, Answer, SoakSender, soak_requests
 
@@ -167,12 +167,9 @@ def run(options: SoakOptions, server: LocalServer | None = None) -> SoakReport:
     if own:
         log = options.log_file or Path(tempfile.mkdtemp(prefix="emotion-soak-")) / "tritonserver.log"
         server = LocalServer(
-            ServerOptions(
+            ServerOptions.on_free_ports(
                 repository=options.repository,
                 classifier=options.classifier,
-                http_port=free_port(),
-                grpc_port=free_port(),
-                metrics_port=free_port(),
                 log_file=log,
             )
         )

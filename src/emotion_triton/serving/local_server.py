@@ -28,6 +28,7 @@ from .preflight import (
     check_libpython,
     check_port_free,
     check_repository_folders,
+    free_port,
     pytriton_dir,
 )
 from .prometheus import triton_metrics
@@ -76,6 +77,11 @@ class ServerOptions:
     log_file: Annotated[Path | None, arg(help_behavior_hint="(default: a temporary file)")] = None
     """tritonserver's log"""
     extra_args: Suppress[tuple[str, ...]] = ()  # more tritonserver flags, from code only: not an option
+
+    @classmethod
+    def on_free_ports(cls, **options) -> ServerOptions:
+        """Options of a server on three free loopback ports (tests, the benchmark, the soak)."""
+        return cls(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
 
 
 class LocalServer:
