@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..hub import ModelSourceError
 from ..repository import RUNS_DIR
@@ -34,7 +33,6 @@ def parse_build_arguments(argv: list[str], description: str | None = None):
     options, training = parser.parse_args_into_dataclasses(argv)[:2]  # then a namespace holding --preset
     if options.finetuned and "--data" not in rest:
         options.data = None  # exporting a checkpoint: measure it only on data named explicitly
-    options.repository = Path(options.repository)
     return options, training
 
 

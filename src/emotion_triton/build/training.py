@@ -179,8 +179,8 @@ def _history(log_history: list[dict]) -> list[dict]:
 def average_last_checkpoints(model, checkpoints: Path, count: int) -> list[str]:
     """Loads into `model` the mean of the weights of the last `count` epoch checkpoints.
 
-    Weight averaging of the last epochs of one run (as in stochastic weight averaging) costs no
-    training and moves the model to a flatter, better-generalising point than the last epoch alone.
+    Costs no training; measured on minilm-offline (3 seeds, docs/results.md): +0.11 points on the mean
+    over the last epoch alone, though not on every seed.
     """
     if count <= 1:
         return []
