@@ -17,7 +17,13 @@ from typing import Annotated, Literal
 from tyro.conf import UseAppendAction, arg
 
 from ..command_line import parse, usage_error
-from .emotion_client import ClientError, EmotionClient
+from .emotion_client import DEFAULT_URLS, ClientError, EmotionClient
+
+# The --url option of every client command; its help shows the defaults EmotionClient applies.
+ServerUrl = Annotated[
+    str | None,
+    arg(help_behavior_hint=f"(default: {DEFAULT_URLS['grpc']} for gRPC, {DEFAULT_URLS['http']} for HTTP)"),
+]
 
 
 @dataclass
@@ -30,9 +36,7 @@ class ClassifyOptions:
     """a text to classify"""
     file: str | None = None
     """a file with one text per line"""
-    url: Annotated[
-        str | None, arg(help_behavior_hint="(default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
-    ] = None
+    url: ServerUrl = None
     """server address"""
     protocol: Literal["grpc", "http"] = "grpc"
     model: str = "emotion"

@@ -29,6 +29,7 @@ import numpy as np
 from tyro.conf import Positional, Suppress, arg
 
 from ..client import ClientError, EmotionClient
+from ..client.classify import ServerUrl
 from ..command_line import value_or
 from ..hub import ModelSourceError
 from ..repository import DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND, PROJECT_ROOT
@@ -47,9 +48,7 @@ class EvaluationOptions:
     """labelled data: a file (text;label, CSV, JSON Lines), a directory of splits, or a Hub data set[:split]"""
     split: str = "validation"
     """split of a directory or a Hub data set without `:split`"""
-    url: Annotated[
-        str | None, arg(help_behavior_hint="(default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
-    ] = None
+    url: ServerUrl = None
     """server address"""
     protocol: Literal["grpc", "http"] = "grpc"
     model: str = "emotion"
