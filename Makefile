@@ -61,6 +61,17 @@ build-offline: setup
 clean:
 	rm -rf $(VENV) runs results
 
+# A Docker engine (dockerd started when none answers), Compose v2 and the CPU stand-ins for NVIDIA's
+# base images (docker/stand-in/), so that docker-compose.yml runs here; seconds once they exist.
+# `make containers-stop` stops the dockerd it started. The container tests (tests/test_containers.py)
+# run when these can be had, and are skipped with the reason otherwise.
+.PHONY: containers containers-stop
+containers: setup
+	$(BIN)/python -m emotion_triton.containers
+
+containers-stop: $(STAMP)
+	$(BIN)/python -m emotion_triton.containers --stop
+
 # The performance benchmark (issue: fast CPU serving); writes results/bench/. Minutes, not seconds.
 # The offline build's runs/minilm-offline/checkpoint unless CHECKPOINT names another.
 CHECKPOINT ?=

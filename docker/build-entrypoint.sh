@@ -6,6 +6,8 @@
 # `docker compose up tritonserver` works on a fresh clone and costs nothing after.
 #
 #   BUILD_MODE=export     (default) export the published fine-tuned checkpoint BUILD_CHECKPOINT
+#   BUILD_CHECKPOINT_MOUNT  a fine-tuned checkpoint folder (docker-compose.yml mounts BUILD_CHECKPOINT_DIR
+#                         there): exported instead, whatever BUILD_MODE says
 #   BUILD_MODE=finetune   fine-tune with the model card's recipe (python build/build.py)
 #   BUILD_ARGS            extra options for build/build.py, e.g. "--num_train_epochs 2"
 #   MODEL_REPOSITORY      the repository to fill (default /workspace/model_repository)
@@ -50,6 +52,15 @@ if [[ -s "${repository}/${model_file}" && -s "${repository}/${tokenizer_file}" ]
 fi
 
 cd "$(dirname "$0")/.."
+if [[ -n "${BUILD_CHECKPOINT_MOUNT:-}" ]]; then
+    if [[ ! -f "${BUILD_CHECKPOINT_MOUNT}/config.json" ]]; then
+        echo "build: ${BUILD_CHECKPOINT_MOUNT} (BUILD_CHECKPOINT_DIR) holds no fine-tuned checkpoint: config.json is missing" >&2
+        exit 2
+    fi
+    echo "build: exporting the checkpoint in ${BUILD_CHECKPOINT_MOUNT} (BUILD_CHECKPOINT_DIR) into ${repository}"
+    # shellcheck disable=SC2086  # BUILD_ARGS is a list of options
+    exec "${python}" build/build.py --finetuned "${BUILD_CHECKPOINT_MOUNT}" --repository "${repository}" ${BUILD_ARGS:-}
+fi
 if [[ "${mode}" == export ]]; then
     echo "build: exporting ${checkpoint} into ${repository}"
     # shellcheck disable=SC2086  # BUILD_ARGS is a list of options

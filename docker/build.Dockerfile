@@ -17,9 +17,9 @@ COPY requirements.lock /tmp/requirements.lock
 # replaced by the lock's so that the build runs on the versions the tests run on.
 RUN grep -v -E '^(torch|nvidia-[a-z0-9-]+|cuda-[a-z-]+|triton)==' /tmp/requirements.lock > /tmp/constraints.txt \
     && PIP_CONSTRAINT= python -m pip install --no-cache-dir -c /tmp/constraints.txt \
-        transformers tokenizers datasets huggingface_hub safetensors scikit-learn matplotlib tqdm numpy \
-        protobuf psutil "tritonclient[grpc]" onnx onnxruntime \
-    && python -c "import torch, transformers, datasets, sklearn, tritonclient.grpc; print('torch', torch.__version__)" \
+        transformers accelerate tokenizers datasets huggingface_hub safetensors scikit-learn matplotlib tqdm numpy \
+        protobuf psutil "tritonclient[grpc,http]" tyro onnx onnxruntime \
+    && python -c "import torch, transformers, accelerate, datasets, sklearn, tritonclient.grpc; print('torch', torch.__version__)" \
     && rm /tmp/requirements.lock /tmp/constraints.txt
 
 # The build code, and the repository's configurations as a template for an empty volume

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -494,7 +495,7 @@ def test_every_mounted_path_exists_and_the_model_repository_is_read_only(compose
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             if isinstance(volume, str):
-                source, _, rest = volume.partition(":")
+                source, _, rest = interpolate(volume).partition(":")
                 volume = {"type": "bind" if source.startswith((".", "/")) else "volume", "source": source}
             if volume["type"] == "bind":
                 assert (ROOT / volume["source"]).exists(), f"{name} mounts {volume['source']}, which is not in the repo"
@@ -663,6 +664,19 @@ def test_model_files_import_only_what_the_images_have():
         assert not extra, f"{model.relative_to(ROOT)} imports {extra}: the serving image does not have them"
 
 
+def extra_requirements(extra: str) -> set[str]:
+    """The distributions an extra of pyproject.toml asks for, its own extras' included."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = set()
+    for requirement in extras[extra]:
+        name, _, nested = re.match(r"([A-Za-z0-9_.-]+)(\[([^\]]+)\])?", requirement).groups()[0:3]
+        if canonical(name) == "emotion-triton":
+            names |= set().union(*(extra_requirements(e.strip()) for e in nested.split(",")))
+        else:
+            names.add(canonical(name))
+    return names
+
+
 def test_build_image_installs_what_the_build_imports():
     sources = [ROOT / "build" / "build.py"] + [
         ROOT / "src" / "emotion_triton" / f"{name}.py"
@@ -683,6 +697,10 @@ def test_build_image_installs_what_the_build_imports():
     needed = {canonical(distributions[module][0]) for module in modules}
     installed = pip_packages(BUILD_DOCKERFILE) | {"torch"}  # torch: the NGC PyTorch image's
     assert needed <= installed, f"docker/build.Dockerfile lacks {needed - installed}"
+    # What the build needs without importing it (accelerate, which transformers.Trainer asks for):
+    # the `build` extra's requirements. Missing, the image's build service failed at its first run.
+    declared = extra_requirements("build")
+    assert declared <= installed, f"docker/build.Dockerfile lacks {declared - installed} of the build extra"
     pins = locked()
     assert all(name in pins for name in installed), f"not in requirements.lock: {installed - set(pins)}"
 
@@ -777,6 +795,14 @@ def test_build_entrypoint_builds_only_a_repository_without_a_model(tmp_path, tem
 
     wrong = run_build_entrypoint(tmp_path, tmp_path / "other", template, BUILD_MODE="train")
     assert wrong.returncode == 2 and "BUILD_MODE" in wrong.stderr
+
+    checkpoint = tmp_path / "fine-tuned-elsewhere"  # BUILD_CHECKPOINT_DIR, mounted by docker-compose.yml
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    local = run_build_entrypoint(tmp_path, tmp_path / "v2", template, BUILD_CHECKPOINT_MOUNT=str(checkpoint))
+    assert f"python build/build.py --finetuned {checkpoint} --repository {tmp_path / 'v2'}" in local.stdout
+    empty = run_build_entrypoint(tmp_path, tmp_path / "v3", template, BUILD_CHECKPOINT_MOUNT=str(tmp_path / "none"))
+    assert empty.returncode == 2 and "config.json is missing" in empty.stderr
 
 
 def test_build_image_ships_the_repository_template():

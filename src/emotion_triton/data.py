@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .hub import HubUnavailableError, hub_reachable
-from .repository import PROJECT_ROOT
+from .paths import SHARED_DIR
 
 # dair-ai/emotion's class order: the order of the published model's outputs. Local
 # files whose labels are exactly these names get this order too, so a model trained
@@ -24,7 +24,7 @@ from .repository import PROJECT_ROOT
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 # The emotion data's train and validation splits on the development machines, beside the checkout:
 # the default of every command that reads labelled texts (the offline preset, evaluation, benchmark, load test).
-EMOTION_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "emotion"
+EMOTION_DATA_DIR = SHARED_DIR / "data" / "emotion"
 EMOTION_VALIDATION_FILE = EMOTION_DATA_DIR / "validation.txt"
 SPLITS = ("train", "validation", "test")
 SUFFIXES = (".txt", ".csv", ".jsonl", ".json")

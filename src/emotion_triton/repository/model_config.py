@@ -14,7 +14,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+from ..paths import PROJECT_ROOT
+
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
 # A build's run folder is runs/<preset>/; the offline preset's checkpoint is where the benchmark and
 # the evaluation's --compare-with look when given no path.

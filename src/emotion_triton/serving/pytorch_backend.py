@@ -1,6 +1,8 @@
 """Triton's PyTorch (libtorch) backend, built from source for the CPU against the pinned torch.
 
     python -m emotion_triton.serving.pytorch_backend        (`make setup` runs it)
+    python -m emotion_triton.serving.pytorch_backend --sources DIR --cache DIR --install-to DIR
+                                                            (the stand-in tritonserver image's build stage)
 
 The tritonserver of the nvidia-pytriton wheel ships only the Python backend; the production
 classifier (`platform: "pytorch_libtorch"`) needs `libtriton_pytorch.so`. NVIDIA's sources of
@@ -12,6 +14,7 @@ that cannot run or fails says why in one line; the Python-backend classifier nee
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import re
@@ -21,10 +24,10 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from ..repository import PROJECT_ROOT
+from ..paths import PROJECT_ROOT, SHARED_DIR
 
 RELEASE = "r24.10"  # the release of the wheel's tritonserver 2.51 (NGC 24.10)
-VENDORED_SOURCES = PROJECT_ROOT.parent / "shared" / "vendor" / f"triton-{RELEASE}"
+VENDORED_SOURCES = SHARED_DIR / "vendor" / f"triton-{RELEASE}"
 GITHUB = "https://github.com/triton-inference-server/{}.git"
 CACHE = PROJECT_ROOT / ".venv" / "triton-pytorch-backend"
 LIBRARY = "libtriton_pytorch.so"
@@ -51,10 +54,14 @@ def _sources_key(sources: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def built_library(sources: Path | None = None) -> Path | None:
+def _vendored(sources: Path | None) -> Path | None:
+    sources = sources if sources is not None else VENDORED_SOURCES
+    return sources if sources.is_dir() else None
+
+
+def built_library(sources: Path | None = None, cache: Path | None = None) -> Path | None:
     """The cached library for the installed torch and these sources, if it was built."""
-    sources = sources if sources is not None else (VENDORED_SOURCES if VENDORED_SOURCES.is_dir() else None)
-    library = CACHE / _sources_key(sources) / LIBRARY
+    library = (cache or CACHE) / _sources_key(_vendored(sources)) / LIBRARY
     return library if library.is_file() else None
 
 
@@ -73,10 +80,13 @@ def missing_tools(need_git: bool) -> list[str]:
     return [what for present, what in checks if not present]
 
 
-def ensure_backend(progress=print) -> Path:
-    """The path of libtriton_pytorch.so, built first if the cache has none; raises BackendBuildError."""
-    vendored = VENDORED_SOURCES if VENDORED_SOURCES.is_dir() else None
-    library = built_library(vendored)
+def ensure_backend(progress=print, sources: Path | None = None, cache: Path | None = None) -> Path:
+    """The path of libtriton_pytorch.so, built first if the cache has none; raises BackendBuildError.
+
+    `sources`: NVIDIA's sources (default: the vendored copy beside the checkout, else GitHub);
+    `cache`: where built libraries are kept (default: in .venv/)."""
+    vendored = _vendored(sources)
+    library = built_library(vendored, cache)
     if library is not None:
         return library
     missing = missing_tools(need_git=vendored is None)
@@ -85,7 +95,7 @@ def ensure_backend(progress=print) -> Path:
             f"Triton's PyTorch backend cannot be built: missing {', '.join(missing)}; "
             "on Debian: apt-get install cmake g++ rapidjson-dev googletest git"
         )
-    target = CACHE / _sources_key(vendored)
+    target = (cache or CACHE) / _sources_key(vendored)
     work = target / "build"
     shutil.rmtree(target, ignore_errors=True)
     work.mkdir(parents=True)
@@ -169,13 +179,21 @@ def _first_error(log: Path) -> str:
     return "see the log"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build Triton's PyTorch backend for the CPU (cached).")
+    parser.add_argument("--sources", type=Path, help=f"NVIDIA's {RELEASE} sources (default: {VENDORED_SOURCES})")
+    parser.add_argument("--cache", type=Path, help=f"where built libraries are kept (default: {CACHE})")
+    parser.add_argument("--install-to", type=Path, help="also copy the library into this folder")
+    args = parser.parse_args(argv)
     try:
-        ensure_backend()
+        library = ensure_backend(sources=args.sources, cache=args.cache)
     except BackendBuildError as error:
         print(f"warning: {error}", file=sys.stderr)
         print("the Python-backend classifier (make serve) still works without it", file=sys.stderr)
         return 1
+    if args.install_to:
+        args.install_to.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(library, args.install_to / LIBRARY)
     return 0
 
 

@@ -1,0 +1,453 @@
+"""The deployment, run for real: the README's CPU-host command on the stand-in base images.
+
+`docker compose -f docker-compose.yml -f docker-compose.cpu.yml up -d tritonserver` in a copy of the
+checkout with no model, as a user runs it: both images built from the project's Dockerfiles, the
+`build` service exporting a fine-tuned checkpoint from a host folder (BUILD_CHECKPOINT_DIR; a tiny
+model here), tritonserver healthy under its own healthcheck, then clients from the host over the
+published ports. The base images are the CPU stand-ins of docker/stand-in/ (`make containers`):
+Triton 2.51 on Debian where NVIDIA's image has 2.62 on Ubuntu, no CUDA (docs/deploy.md, "What is
+tested here, and how"). Every port is published on 127.0.0.1 only.
+
+The tests share one deployment and run in this file's order; each leaves it serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emotion_triton.client import EmotionClient
+from emotion_triton.containers import ComposeProject, EngineUnavailable, ensure_compose, ensure_engine
+from emotion_triton.containers.stand_ins import StandInError, ensure_stand_ins
+from emotion_triton.serving.preflight import free_port
+
+from .conftest import start_server
+
+PROJECT = Path(__file__).resolve().parents[1]
+CPU_HOST_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
+TEXTS = ["i feel wonderful today", "this is terrifying", "i miss her so much", "why would you do that to me"]
+SCORE_TOLERANCE = 1e-4
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """A Docker engine, Compose v2 and the stand-ins (`make containers`), or the reason there are none.
+
+    CI sets EMOTION_TRITON_REQUIRE_CONTAINERS=1 (.ci/run): there a missing engine fails instead."""
+    try:
+        ensure_engine()
+        ensure_compose()
+        ensure_stand_ins()
+    except (EngineUnavailable, StandInError) as error:
+        if os.environ.get("EMOTION_TRITON_REQUIRE_CONTAINERS") == "1":
+            pytest.fail(f"containers required (EMOTION_TRITON_REQUIRE_CONTAINERS=1): {error}")
+        pytest.skip(f"no container engine here: {error}")
+
+
+def user_checkout(target: Path) -> Path:
+    """The files a clone of the project has (tracked and new, never ignored ones: no .venv, no model)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=PROJECT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (entry.decode() for entry in listed)):
+        source = PROJECT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def memlock_override(directory: Path) -> Path | None:
+    """On a host whose hard memlock limit is finite (this kind of machine), `ulimits: memlock: -1` fails
+    with "error setting rlimit type 8: operation not permitted": an override of the tests' own lowers
+    it to the host's hard limit. The production files stay as they are (docs/deploy.md)."""
+    hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+    if hard == resource.RLIM_INFINITY:
+        return None
+    override = directory / "docker-compose.memlock.yml"
+    limit = {"ulimits": {"memlock": hard}}
+    override.write_text(yaml.safe_dump({"services": {"build": limit, "tritonserver": limit}}))
+    return override
+
+
+class Deployment:
+    """The CPU-host deployment of a user's checkout, its ports on 127.0.0.1."""
+
+    def __init__(self, checkout: Path, checkpoint: Path, name: str):
+        self.checkout = checkout
+        self.ports = {name: free_port() for name in ("HTTP_PORT", "GRPC_PORT", "METRICS_PORT", "PROMETHEUS_PORT")}
+        self.admin_key = secrets.token_urlsafe(18)
+        override = memlock_override(checkout)
+        env = {name: f"127.0.0.1:{port}" for name, port in self.ports.items() if name != "PROMETHEUS_PORT"}
+        env |= {"PROMETHEUS_PORT": str(self.ports["PROMETHEUS_PORT"]), "BUILD_CHECKPOINT_DIR": str(checkpoint)}
+        env |= {"TRITON_ADMIN_KEY": self.admin_key}
+        files = CPU_HOST_FILES + ((override.name,) if override else ())
+        self.compose = ComposeProject(checkout, files, name, env)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports['GRPC_PORT']}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.ports['HTTP_PORT']}"
+
+    def healthy(self, timeout: float = 300) -> float:
+        return self.compose.wait_for_health("tritonserver", "healthy", timeout)
+
+
+@pytest.fixture(scope="module")
+def deployment(engine, built_repository, tmp_path_factory):
+    _, checkpoint = built_repository("distilbert")
+    checkout = user_checkout(tmp_path_factory.mktemp("user") / "emotion-triton")
+    deployed = Deployment(checkout, checkpoint, f"emotion-triton-test-{secrets.token_hex(3)}")
+    try:
+        yield deployed
+    finally:  # the images stay (emotion-triton/*:local, a user's tags): the next run builds nothing
+        deployed.compose.down()
+
+
+def classify(url: str, protocol: str, *texts: str) -> list[dict]:
+    """client/classify.py --json, as a user runs it."""
+    command = [sys.executable, str(PROJECT / "client" / "classify.py"), "--url", url, "--protocol", protocol, "--json"]
+    result = subprocess.run(
+        [*command, *(option for text in texts for option in ("--text", text))], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def evaluate(url: str, protocol: str, data: Path, *options: str) -> dict:
+    """client/evaluate.py --json, as a user runs it."""
+    command = [sys.executable, str(PROJECT / "client" / "evaluate.py"), str(data), "--url", url, "--protocol", protocol]
+    result = subprocess.run([*command, "--json", *options], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def assert_same_answers(served: list[dict], local: list[dict]) -> float:
+    """Same labels in the same order and every score within SCORE_TOLERANCE; the largest difference."""
+    largest = 0.0
+    assert len(served) == len(local)
+    for ours, theirs in zip(served, local, strict=True):
+        assert [s["label"] for s in ours] == [s["label"] for s in theirs]
+        largest = max([largest, *(abs(a["score"] - b["score"]) for a, b in zip(ours, theirs, strict=True))])
+    assert largest <= SCORE_TOLERANCE, largest
+    return largest
+
+
+def test_the_cpu_host_command_builds_the_model_and_serves_what_the_local_server_serves(
+    deployment, small_data, tmp_path
+):
+    """The README's CPU-host command on a checkout with no model, then the clients from the host."""
+    compose = deployment.compose
+    repository = deployment.checkout / "model_repository"
+    assert not [*repository.glob("*/1/model.pt"), *repository.glob("*/1/model.onnx")], "the checkout has no model"
+    started = time.monotonic()
+    # A user's first `up` builds the images; here they may exist from an earlier run, so the current
+    # Dockerfiles are built first (layers cached by docker: seconds when nothing changed).
+    compose.run("build", timeout=1500)
+    built = time.monotonic() - started
+    up = compose.run("up", "-d", "tritonserver", check=False, timeout=900)
+    assert up.returncode == 0, f"{up.stderr[-1000:]}\nbuild service: {compose.run('logs', 'build').stdout[-3000:]}"
+    up_seconds = time.monotonic() - started - built
+    healthy = deployment.healthy()
+    print(f"compose build: {built:.0f} s; up -d: {up_seconds:.0f} s (the build service's export); healthy {healthy:.0f} s later")
+    build_log = compose.run("logs", "build").stdout
+    assert "exporting the checkpoint in /checkpoint (BUILD_CHECKPOINT_DIR)" in build_log, build_log[-2000:]
+    for built in ("emotion_classifier/1/model.pt", "emotion_tokenizer/1/tokenizer.json"):
+        assert (repository / built).stat().st_size > 0, f"the build service wrote {built}"
+
+    # The local server (make serve's code) on the same model files, with the same classifier config.
+    local = start_server(repository, tmp_path, classifier="libtorch")
+    try:
+        for protocol, url in (("grpc", deployment.grpc_url), ("http", deployment.http_url)):
+            served = classify(url, protocol, *TEXTS)
+            expected = classify(local.grpc_url, "grpc", *TEXTS)
+            print(f"classify over {protocol}: largest score difference {assert_same_answers(served, expected):.2e}")
+        data = small_data / "validation.txt"
+        reference = evaluate(local.grpc_url, "grpc", data)
+        for protocol, url in (("grpc", deployment.grpc_url), ("http", deployment.http_url)):
+            report = evaluate(url, protocol, data)
+            assert report["answered"] == report["texts"] == reference["answered"]
+            assert report["metrics"]["accuracy"] == reference["metrics"]["accuracy"]
+            pairs = list(zip(report["predictions"], reference["predictions"], strict=True))
+            assert all(ours["predicted"] == theirs["predicted"] for ours, theirs in pairs)
+            largest = max(
+                abs(a - b) for ours, theirs in pairs for a, b in zip(ours["scores"], theirs["scores"], strict=True)
+            )
+            assert largest <= SCORE_TOLERANCE, largest
+            accuracy = report["metrics"]["accuracy"]
+            print(f"evaluate over {protocol}: {report['texts']} texts, accuracy {accuracy:.4f}, largest diff {largest:.2e}")
+    finally:
+        local.stop()
+
+
+def test_a_second_up_rebuilds_and_restarts_nothing(deployment):
+    compose = deployment.compose
+    before = {service: compose.inspect(service) for service in ("build", "tritonserver")}
+    started = time.monotonic()
+    result = compose.run("up", "-d", "tritonserver")
+    seconds = time.monotonic() - started
+    after = {service: compose.inspect(service) for service in ("build", "tritonserver")}
+    print(f"second up -d: {seconds:.1f} s; compose said: {' | '.join(result.stderr.strip().splitlines()[-4:])}")
+    for service in before:
+        assert after[service]["Id"] == before[service]["Id"], f"{service} was recreated"
+        assert after[service]["Image"] == before[service]["Image"], f"{service}'s image was rebuilt"
+    assert after["tritonserver"]["State"]["StartedAt"] == before["tritonserver"]["State"]["StartedAt"]
+    assert "Building" not in result.stderr + result.stdout
+    assert deployment.compose.health("tritonserver") == "healthy"
+
+
+def http_status(url: str, method: str = "GET", path: str = "/", headers: dict | None = None, body: bytes = b""):
+    request = urllib.request.Request(f"http://{url}{path}", data=body or None, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def assert_restricted(url: str, key: str) -> None:
+    """The model-repository API (one of the restricted ones) refuses without the admin key, opens with it."""
+    refused, message = http_status(url, "POST", "/v2/repository/index")
+    assert refused == 403 and b"admin-key" in message, (refused, message)
+    wrong, _ = http_status(url, "POST", "/v2/repository/index", {"admin-key": "not-the-key"})
+    assert wrong == 403
+    opened, index = http_status(url, "POST", "/v2/repository/index", {"admin-key": key})
+    assert opened == 200 and {"emotion", "emotion_classifier"} <= {m["name"] for m in json.loads(index)}
+
+
+def test_the_running_container_is_hardened(deployment):
+    compose = deployment.compose
+    container = compose.inspect("tritonserver")
+    host = container["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["ShmSize"] == 1 << 30
+    (models,) = [mount for mount in container["Mounts"] if mount["Destination"] == "/models"]
+    assert models["RW"] is False
+    status = compose.exec("tritonserver", "cat", "/proc/1/status").stdout
+    fields = dict(re.findall(r"^(\w+):\s*(.*)$", status, re.MULTILINE))
+    assert fields["Uid"].split()[0] == "1000" and fields["CapEff"] == "0000000000000000", fields
+    assert fields["NoNewPrivs"] == "1"
+    pid1 = compose.exec("tritonserver", "cat", "/proc/1/cmdline").stdout.split("\0")
+    assert pid1[0].endswith("tritonserver") and "--model-config-name=cpu" in pid1, pid1
+    denied = compose.exec("tritonserver", "touch", "/models/written-by-the-server", check=False)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    assert_restricted(deployment.http_url, deployment.admin_key)
+    print(f"uid 1000, CapEff 0, NoNewPrivs 1, shm {host['ShmSize']} B, /models read-only; pid 1: {pid1[0]}")
+
+
+def test_the_admin_key_file_opens_the_restricted_apis(deployment, tmp_path):
+    """TRITON_ADMIN_KEY_FILE (a docker secret), instead of TRITON_ADMIN_KEY, as docs/deploy.md shows it."""
+    compose = deployment.compose
+    key = secrets.token_urlsafe(18)
+    secret = tmp_path / "admin-key"
+    secret.write_text(key)
+    override = deployment.checkout / "docker-compose.secret.yml"
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "tritonserver": {
+                        "secrets": ["triton_admin_key"],
+                        "environment": {"TRITON_ADMIN_KEY_FILE": "/run/secrets/triton_admin_key"},
+                    }
+                },
+                "secrets": {"triton_admin_key": {"file": str(secret)}},
+            }
+        )
+    )
+    with_secret = ComposeProject(
+        compose.directory, (*compose.files, override.name), compose.name, {**compose.env, "TRITON_ADMIN_KEY": ""}
+    )
+    try:
+        with_secret.run("up", "-d", "tritonserver")
+        deployment.compose.wait_for_health("tritonserver", "healthy", 300)
+        assert_restricted(deployment.http_url, key)
+        refused, _ = http_status(deployment.http_url, "POST", "/v2/repository/index", {"admin-key": deployment.admin_key})
+        assert refused == 403, "the environment's key no longer opens them"
+    finally:
+        compose.run("up", "-d", "tritonserver")  # back to the deployment's own settings
+        deployment.healthy()
+
+
+PROMETHEUS_GPU_METRICS = ("nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes")
+
+
+def prometheus_query(port: int, expression: str) -> list:
+    query = urllib.parse.urlencode({"query": expression})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{query}", timeout=10) as answer:
+        document = json.load(answer)
+    assert document["status"] == "success", document
+    return document["data"]["result"]
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((PROJECT / "docker" / "grafana" / "dashboards" / "emotion-triton.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", []) if "expr" in target]
+
+
+def adapter_query() -> str:
+    """prometheus-adapter's metricsQuery, its templates filled the way the adapter fills them, with the
+    labels compose's Prometheus has (the job and instance; Kubernetes adds namespace and pod)."""
+    values = yaml.safe_load((PROJECT / "deploy" / "k8s" / "prometheus-adapter-values.yaml").read_text())
+    (rule,) = values["rules"]["custom"]
+    return rule["metricsQuery"].replace("<<.LabelMatchers>>", 'job="tritonserver"').replace("<<.GroupBy>>", "instance")
+
+
+def test_prometheus_of_the_monitoring_profile_answers_every_dashboard_and_autoscaler_query(deployment, tmp_path):
+    """Debian's prometheus stands in for the prom/prometheus image, with the project's prometheus.yml."""
+    compose = deployment.compose
+    compose.run("--profile", "monitoring", "up", "-d", "prometheus")
+    port = deployment.ports["PROMETHEUS_PORT"]
+    with EmotionClient(deployment.grpc_url) as client:
+        deadline = time.monotonic() + 25  # a short load, over several of prometheus.yml's 5 s scrapes
+        while time.monotonic() < deadline:
+            client.classify(TEXTS * 8)
+        empty, answered = [], {}
+        for expression in [*dashboard_queries(), adapter_query()]:
+            filled = expression.replace("$__rate_interval", "1m")
+            result = []
+            for _ in range(30):  # until the last scrape of the load is in
+                result = prometheus_query(port, filled)
+                if result:
+                    break
+                time.sleep(1)
+            (answered if result else empty).setdefault(expression, result)
+    print(f"{len(answered)} queries answered; without data: {sorted(empty)}")
+    # No GPU here: the GPU panels alone have nothing to show (Triton exports no nv_gpu_* metric).
+    assert all(any(metric in expression for metric in PROMETHEUS_GPU_METRICS) for expression in empty), empty
+    assert len(answered) == len(dashboard_queries()) + 1 - len(empty)
+    (texts,) = answered[dashboard_queries()[0]]
+    assert float(texts["value"][1]) > 0, "texts/s under load"
+    (queue,) = answered[adapter_query()]
+    assert float(queue["value"][1]) >= 0, "the autoscaler's signal"
+
+
+def python_stubs(compose: ComposeProject, model: str) -> list[int]:
+    """Process ids of the Python backend stubs of one model, inside the container."""
+    listing = compose.exec(
+        "tritonserver",
+        "python3",
+        "-c",
+        "import os\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try: line = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')\n"
+        "    except OSError: continue\n"
+        "    if line[0].endswith(b'triton_python_backend_stub'): print(pid, line[1].decode())\n",
+    ).stdout
+    return [int(pid) for pid, path in (line.split() for line in listing.splitlines()) if f"/{model}/" in path]
+
+
+def compose_config(compose: ComposeProject) -> dict:
+    """The merged, interpolated model, as `docker compose config` prints it."""
+    return yaml.safe_load(compose.run("config", "--format", "yaml").stdout)
+
+
+def duration_seconds(duration: str) -> float:
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in re.findall(r"([\d.]+)([hms])", duration))
+
+
+def healthcheck_bound(compose: ComposeProject) -> float:
+    """docs/deploy.md: a broken ensemble is `unhealthy` within interval x (retries + 1) + timeout."""
+    check = compose_config(compose)["services"]["tritonserver"]["healthcheck"]
+    return duration_seconds(check["interval"]) * (check["retries"] + 1) + duration_seconds(check["timeout"])
+
+
+def test_a_dead_python_stub_makes_the_container_unhealthy_and_restart_recovers(deployment):
+    compose = deployment.compose
+    bound = healthcheck_bound(compose)
+    stubs = python_stubs(compose, "emotion_postprocess")
+    assert stubs, "the postprocess has stubs"
+    killed = time.monotonic()
+    compose.exec("tritonserver", "kill", "-KILL", *map(str, stubs))
+    unhealthy = compose.wait_for_health("tritonserver", "unhealthy", bound + 10)
+    ready, _ = http_status(deployment.http_url, path="/v2/health/ready")
+    assert compose.inspect("tritonserver")["State"]["Status"] == "running", "docker does not restart it"
+    with EmotionClient(deployment.grpc_url, retries=0) as client:
+        (answer,) = client.classify(["still there?"])
+    assert answer.error, "the broken ensemble does not answer"
+    print(f"killed {len(stubs)} postprocess stubs: unhealthy after {unhealthy:.0f} s (bound {bound:.0f} s); "
+          f"/v2/health/ready said {ready}; the text got: {answer.error}")
+    restarted = time.monotonic()
+    compose.run("restart", "tritonserver")
+    recovered = deployment.healthy()
+    with EmotionClient(deployment.grpc_url) as client:
+        assert all(p.label for p in client.classify(TEXTS))
+    print(f"docker compose restart: healthy {time.monotonic() - restarted:.0f} s later ({recovered:.0f} s of it waiting)")
+    assert time.monotonic() - killed < 600
+
+
+def test_stop_under_load_answers_the_requests_in_flight_and_exits_0(deployment):
+    compose = deployment.compose
+    grace = duration_seconds(compose_config(compose)["services"]["tritonserver"]["stop_grace_period"])
+    records, stop = [], threading.Event()
+
+    def client_loop(protocol: str) -> None:
+        url = deployment.grpc_url if protocol == "grpc" else deployment.http_url
+        with EmotionClient(url, protocol, retries=0, timeout=60) as client:
+            while not stop.is_set():
+                begin = time.monotonic()
+                try:
+                    answers = client.classify(TEXTS * 16)
+                    outcome = "answered" if all(p.label for p in answers) else next(p.error for p in answers if p.error)
+                except Exception as error:  # recorded: refused connections after the stop are expected
+                    outcome = f"{type(error).__name__}: {error}"
+                records.append((begin, time.monotonic(), outcome))
+
+    threads = [threading.Thread(target=client_loop, args=(p,)) for p in ("grpc", "http") * 4]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    signalled = time.monotonic()
+    compose.run("stop", "tritonserver", timeout=120)
+    stopped = time.monotonic() - signalled
+    stop.set()
+    for thread in threads:
+        thread.join(90)
+    state = compose.inspect("tritonserver")["State"]
+    before = [outcome for begin, end, outcome in records if begin < signalled]
+    in_flight = [outcome for begin, end, outcome in records if begin < signalled < end]
+    print(f"stop: {stopped:.1f} s (stop_grace_period {grace:.0f} s), exit code {state['ExitCode']}; "
+          f"{len(before)} requests sent before it, {len(in_flight)} of them in flight: {set(in_flight)}")
+    assert set(before) == {"answered"}, [o for o in before if o != "answered"][:5]
+    assert state["ExitCode"] == 0 and stopped < grace
+    compose.run("start", "tritonserver")
+    print(f"start: healthy after {deployment.healthy():.0f} s")
+
+
+def test_the_gpu_file_alone_on_a_host_without_a_gpu_fails_with_docker_s_device_error(deployment):
+    """docker-compose.yml without docker-compose.cpu.yml: the error docs/deploy.md quotes."""
+    gpu_only = ComposeProject(
+        deployment.checkout,
+        tuple(name for name in deployment.compose.files if name != "docker-compose.cpu.yml"),
+        f"{deployment.compose.name}-gpu",
+        deployment.compose.env,
+    )
+    try:
+        result = gpu_only.run("up", "-d", "tritonserver", check=False, timeout=600)
+    finally:
+        gpu_only.down()
+    assert result.returncode != 0
+    assert 'could not select device driver "nvidia" with capabilities: [[gpu]]' in result.stderr, result.stderr
