@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import jsonschema
 import kubernetes_validate
 import promql_parser
 import pytest
+import tomllib
 import yaml
 
 from emotion_triton.client import DEFAULT_URLS
