@@ -75,4 +75,5 @@ class ComposeProject:
         return self.run("exec", "-T", service, *command, check=check, timeout=120)
 
     def down(self) -> None:
-        self.run("down", "--volumes", "--remove-orphans", "--timeout=60", check=False, timeout=300)
+        """Removes every container of the project, the profiles' included, its networks and volumes."""
+        self.run("--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout=60", check=False, timeout=300)

@@ -144,7 +144,9 @@ def _run(command: list[str], log: Path | None = None, progress=None, **kwargs) -
                 progress(f"  {line.strip()[:120]}")
         if process.wait() != 0:
             last = next((line.strip() for line in reversed(lines) if line.strip()), "no output")
-            raise StandInError(f"`{' '.join(command[:3])} ...` failed: {last[:240]}" + (f" (log: {log})" if log else ""))
+            raise StandInError(
+                f"`{' '.join(command[:3])} ...` failed: {last[:240]}" + (f" (log: {log})" if log else "")
+            )
     finally:
         if output:
             output.close()
@@ -171,7 +173,14 @@ def _build_debian(stand_in: StandIn, base: str, log: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="stand-in-debian-") as work:
         rootfs = Path(work) / "rootfs"
         _run(
-            ["debootstrap", "--variant=minbase", "--include=ca-certificates", DEBIAN_SUITE, str(rootfs), debian_mirror()],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=ca-certificates",
+                DEBIAN_SUITE,
+                str(rootfs),
+                debian_mirror(),
+            ],
             log,
         )
         for certificate in EXTRA_CA_DIR.glob("*.crt"):
@@ -198,7 +207,19 @@ def _wheels() -> list[Path]:
     for name, version in wanted.items():
         pattern = f"{name.replace('-', '_')}-{version}*.whl"
         if not list(WHEELS.glob(pattern)):
-            _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(WHEELS), f"{name}=={version}"])
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "-d",
+                    str(WHEELS),
+                    f"{name}=={version}",
+                ]
+            )
         found += sorted(WHEELS.glob(pattern))[:1]
     return found
 
@@ -258,8 +279,10 @@ def stand_ins() -> dict[str, StandIn]:
         "tritonserver": StandIn(
             "tritonserver",
             f"nvcr.io/nvidia/tritonserver:{release}-py3",
-            lambda: [dockerfile("tritonserver"), LOCK, VENDORED_TRITON, *(package / m for m in BACKEND_BUILD_MODULES)]
-            + [f"{pinned('torch')} {pinned('nvidia-pytriton')}"],
+            lambda: (
+                [dockerfile("tritonserver"), LOCK, VENDORED_TRITON, *(package / m for m in BACKEND_BUILD_MODULES)]
+                + [f"{pinned('torch')} {pinned('nvidia-pytriton')}"]
+            ),
             lambda self, base, log: _docker_build(self, base, log, _tritonserver_files()),
             base=debian,
         ),
