@@ -4,7 +4,9 @@ docker-compose.yml against the compose specification's JSON schema, the Kubernet
 manifests against the Kubernetes schemas (both offline, with real validators), and
 everything that must agree across them: the NGC release, the tritonserver flags (those
 of the local server), ports (those of the client), paths, images, labels and metric
-names. The entrypoint scripts and the healthcheck run for real, against a fake Triton; what cannot
+names; the containers compose and Kubernetes both run, in one table of their facts (image,
+command, user, privileges, mounts, environment, healthcheck) from the real Compose v2's
+merged model. The entrypoint scripts and the healthcheck run for real, against a fake Triton; what cannot
 run here (a cluster, a GPU, Prometheus) is checked by arithmetic on the files: probe timeouts
 against the queue timeouts of the model configs, the autoscaling window against the scrape
 interval, the rollout against a one-GPU cluster. tests/test_deploy_healthcheck.py runs the
@@ -1303,7 +1305,7 @@ def test_compose_and_kubernetes_run_the_same_containers():
         assert set(image) <= set(rows), (
             f"{service}: facts of the image missing from the table: {set(image) - set(rows)}"
         )
-        lines.append(f"{service} | {' | '.join(table)} | the image ({image_file.name})")
+        lines.append(f"{service} | {' | '.join(table)} | the image ({image_file.relative_to(ROOT)})")
         for row in rows:
             values = {where: facts.get(row, UNSET) for where, facts in table.items()}
             lines.append(f"{row} | {' | '.join(values.values())} | {image.get(row, '')}")
@@ -1315,11 +1317,13 @@ def test_compose_and_kubernetes_run_the_same_containers():
                 )
             if row not in CPU_HOST_CHANGES and values[cpu_files] != values[gpu_file]:
                 problems.append(
-                    f"{service} {row}: {cpu_files} gives {values[cpu_files]!r}, {gpu_file} {values[gpu_file]!r}"
+                    f"{service} {row}: {cpu_files} gives {values[cpu_files]!r}, {gpu_file} gives {values[gpu_file]!r}"
                 )
             for where, value in values.items():
                 if row in image and value != image[row]:
-                    problems.append(f"{service} {row}: {where} gives {value!r}, {image_file.name} {image[row]!r}")
+                    problems.append(
+                        f"{service} {row}: {where} gives {value!r}, {image_file.relative_to(ROOT)} says {image[row]!r}"
+                    )
     print("\n".join(lines))
     assert not problems, "compose and Kubernetes disagree:\n  " + "\n  ".join(problems)
 
