@@ -1139,6 +1139,11 @@ def effective_environment(image_file: Path, given: dict[str, str | None]) -> dic
     return {name: value for name, value in environment.items() if value}
 
 
+def capability_names(capabilities: list[str] | None) -> str:
+    """Linux capabilities as both runtimes take them: NET_ADMIN or CAP_NET_ADMIN, any case."""
+    return " ".join(sorted(name.upper().removeprefix("CAP_") for name in capabilities or []))
+
+
 def healthcheck_facts(argv: list[str] | None) -> dict[str, str]:
     """The program of a healthcheck and what it checks; its timing is test_probes_outlast_...'s (it differs by design)."""
     if argv is None:
@@ -1187,10 +1192,8 @@ def compose_container_facts(service: str, settings: dict) -> dict[str, str]:
         else f"entrypoint {settings.get('entrypoint')} command {settings.get('command')}",
         "user": image_user(image_file, settings.get("user")),
         "no new privileges": str(any(o in ("no-new-privileges", "no-new-privileges:true") for o in options)),
-        "capabilities dropped": " ".join(
-            sorted(c.upper().removeprefix("CAP_") for c in settings.get("cap_drop") or [])
-        ),
-        "capabilities added": " ".join(sorted(c.upper().removeprefix("CAP_") for c in settings.get("cap_add") or [])),
+        "capabilities dropped": capability_names(settings.get("cap_drop")),
+        "capabilities added": capability_names(settings.get("cap_add")),
         "privileged": str(bool(settings.get("privileged"))),
         "read-only root filesystem": str(bool(settings.get("read_only"))),
         "seccomp profile": seccomp[0] if seccomp else RUNTIME_DEFAULT,
@@ -1249,8 +1252,8 @@ def k8s_container_facts(service: str, pod: dict, container: dict) -> dict[str, s
         else f"entrypoint {container.get('command')} command {container.get('args')}",
         "user": f"{security.get('runAsUser', image_uid)}:{security.get('runAsGroup', image_gid)}",
         "no new privileges": str(security.get("allowPrivilegeEscalation") is False),
-        "capabilities dropped": " ".join(sorted(capabilities.get("drop", []))),
-        "capabilities added": " ".join(sorted(capabilities.get("add", []))),
+        "capabilities dropped": capability_names(capabilities.get("drop")),
+        "capabilities added": capability_names(capabilities.get("add")),
         "privileged": str(bool(security.get("privileged"))),
         "read-only root filesystem": str(bool(security.get("readOnlyRootFilesystem"))),
         # The kubelet's default is Unconfined, docker's its default profile: only RuntimeDefault matches docker.
