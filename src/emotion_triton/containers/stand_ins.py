@@ -10,12 +10,8 @@ only (re)tagged. A second `make containers` therefore takes seconds.
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,29 +21,28 @@ import yaml
 
 from ..paths import PROJECT_ROOT, SHARED_DIR
 from .engine import STATE_DIR
+from .image_builds import EXTRA_CA_DIR, StandInError, build_debian_base, debian_mirror, docker_build, image_id
 
 STAND_IN_DIR = PROJECT_ROOT / "docker" / "stand-in"
-CONTEXTS = STATE_DIR / "stand-in-contexts"
 WHEELS = STATE_DIR / "stand-in-wheels"
 LOCK = PROJECT_ROOT / "requirements.lock"
 VENDORED_TRITON = SHARED_DIR / "vendor" / "triton-r24.10"
 DEBIAN_SUITE = "bookworm"  # the Debian of this kind of machine, and its Python 3.11
-DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
-DEBIAN_FALLBACK_MIRROR = "http://deb.debian.org/debian"
-# The CAs this machine trusts beyond Debian's own (a TLS-re-signing proxy to the registries): the
-# stand-ins trust them too, so the project's Dockerfiles can `pip install` while they are built.
-EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 # What the backend build stage imports of the package: `make setup`'s own code, nothing more.
 BACKEND_BUILD_MODULES = ("__init__.py", "paths.py", "serving/__init__.py", "serving/pytorch_backend.py")
+PACKAGE = PROJECT_ROOT / "src" / "emotion_triton"
 
-
-class StandInError(RuntimeError):
-    """One line: which stand-in could not be built, why, and where the log is."""
+__all__ = ["StandIn", "StandInError", "ensure_stand_ins", "stand_ins"]
 
 
 def ngc_release() -> str:
     """The NVIDIA release the project pins, once (x-ngc-release in docker-compose.yml)."""
     return str(yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["x-ngc-release"])
+
+
+def compose_image(service: str) -> str:
+    """The image a service of docker-compose.yml runs (the monitoring profile's come from Docker Hub)."""
+    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"][service]["image"]
 
 
 def pinned(package: str) -> str:
@@ -59,19 +54,14 @@ def pinned(package: str) -> str:
     raise StandInError(f"{package} is not pinned in {LOCK.name}")
 
 
-def compose_image(service: str) -> str:
-    """The image a service of docker-compose.yml runs (the monitoring profile's come from Docker Hub)."""
-    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"][service]["image"]
-
-
 @dataclass
 class StandIn:
-    """One image: its public tag, and how its build context is made from which inputs."""
+    """One image: its public tag, the inputs whose change means a rebuild, and how it is built."""
 
     name: str
     tag: str
-    inputs: Callable[[], Iterable[Path | str]]  # files, folders and strings whose change means a rebuild
-    build: Callable[[StandIn, str, Path], None]  # (self, base image, log) -> builds self.digest_tag
+    inputs: Callable[[], Iterable[Path | str]]  # files, folders and strings
+    build: Callable[[str, str, Path], None]  # (tag to build, base image, log)
     base: StandIn | None = None
     _digest: str | None = field(default=None, repr=False)
 
@@ -94,18 +84,18 @@ class StandIn:
         """'cached' or 'built (N s)'; builds the base first when it is missing."""
         if self.base is not None:
             self.base.ensure(progress)
-        if _image_id(self.digest_tag) is None:
+        if image_id(self.digest_tag) is None:
             started = time.monotonic()
             log = STATE_DIR / f"stand-in-{self.name}.log"
             progress(f"building the stand-in {self.tag} ({self.digest_tag}); log: {log}")
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text("")
-            self.build(self, self.base.digest_tag if self.base else "", log)
+            self.build(self.digest_tag, self.base.digest_tag if self.base else "", log)
             state = f"built ({time.monotonic() - started:.0f} s)"
         else:
             state = "cached"
-        if _image_id(self.tag) != _image_id(self.digest_tag):
-            _docker(["tag", self.digest_tag, self.tag])
+        if image_id(self.tag) != image_id(self.digest_tag):
+            subprocess.run(["docker", "tag", self.digest_tag, self.tag], check=True, capture_output=True)
         return state
 
 
@@ -121,155 +111,46 @@ def _update(digest, item: Path | str) -> None:
         digest.update(item.read_bytes() if item.stat().st_size < 1 << 24 else str(item.stat().st_size).encode())
 
 
-def _image_id(tag: str) -> str | None:
-    result = subprocess.run(["docker", "image", "inspect", "--format={{.Id}}", tag], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def _docker(args: list[str], log: Path | None = None, progress=None, **kwargs) -> None:
-    _run(["docker", *args], log, progress, **kwargs)
-
-
-def _run(command: list[str], log: Path | None = None, progress=None, **kwargs) -> None:
-    """Runs a command, its output appended to `log`; Docker's `Step n/m` lines go to progress."""
-    output = open(log, "a") if log else None  # noqa: SIM115 - closed below
-    try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
-        lines = []
-        for line in process.stdout:
-            lines.append(line)
-            if output:
-                output.write(line)
-            if progress and re.match(r"Step \d+/\d+ :", line):
-                progress(f"  {line.strip()[:120]}")
-        if process.wait() != 0:
-            last = next((line.strip() for line in reversed(lines) if line.strip()), "no output")
-            raise StandInError(
-                f"`{' '.join(command[:3])} ...` failed: {last[:240]}" + (f" (log: {log})" if log else "")
-            )
-    finally:
-        if output:
-            output.close()
-
-
-# The Debian base: debootstrap from this machine's mirror, the extra CAs, pip told to use them.
-
-
-def debian_mirror() -> str:
-    if DEBIAN_SOURCES.is_file():
-        found = re.search(r"^URIs:\s*(\S+)", DEBIAN_SOURCES.read_text(), re.MULTILINE)
-        if found:
-            return found.group(1)
-    return DEBIAN_FALLBACK_MIRROR
-
-
-def _debian_inputs() -> list[Path | str]:
-    return [DEBIAN_SUITE, debian_mirror(), *sorted(EXTRA_CA_DIR.glob("*.crt"))]
-
-
-def _build_debian(stand_in: StandIn, base: str, log: Path) -> None:
-    if not shutil.which("debootstrap"):
-        raise StandInError("debootstrap is missing (Debian: apt-get install debootstrap)")
-    with tempfile.TemporaryDirectory(prefix="stand-in-debian-") as work:
-        rootfs = Path(work) / "rootfs"
-        _run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                "--include=ca-certificates",
-                DEBIAN_SUITE,
-                str(rootfs),
-                debian_mirror(),
-            ],
-            log,
-        )
-        for certificate in EXTRA_CA_DIR.glob("*.crt"):
-            shutil.copyfile(certificate, rootfs / "usr/local/share/ca-certificates" / certificate.name)
-        _run(["chroot", str(rootfs), "update-ca-certificates"], log)
-        # pip bundles its own CAs; this makes it use the system's, the extra ones included.
-        (rootfs / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
-        shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
-        (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        _docker(["import", "--change", 'CMD ["/bin/bash"]', "-", stand_in.digest_tag], log, stdin=tar.stdout)
-        if tar.wait() != 0:
-            raise StandInError(f"tar of {rootfs} failed (log: {log})")
-
-
-# The images built with `docker build` from a context assembled here.
-
-
-def _wheels() -> list[Path]:
+def wheels() -> list[Path]:
     """The torch and nvidia-pytriton wheels of the lock (pip's find-links serve torch's CPU build here)."""
     WHEELS.mkdir(parents=True, exist_ok=True)
-    wanted = {"torch": pinned("torch"), "nvidia-pytriton": pinned("nvidia-pytriton")}
     found = []
-    for name, version in wanted.items():
-        pattern = f"{name.replace('-', '_')}-{version}*.whl"
+    for name in ("torch", "nvidia-pytriton"):
+        pattern = f"{name.replace('-', '_')}-{pinned(name)}*.whl"
         if not list(WHEELS.glob(pattern)):
-            _run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--quiet",
-                    "--no-deps",
-                    "-d",
-                    str(WHEELS),
-                    f"{name}=={version}",
-                ]
-            )
+            command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(WHEELS)]
+            result = subprocess.run([*command, f"{name}=={pinned(name)}"], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise StandInError(f"pip download {name}=={pinned(name)} failed: {result.stderr.strip()[-240:]}")
         found += sorted(WHEELS.glob(pattern))[:1]
     return found
 
 
-def _context(stand_in: StandIn, files: dict[str, Path]) -> Path:
-    """A fresh build context: `files` maps a path in the context to a file or folder (wheels are linked)."""
-    context = CONTEXTS / stand_in.name
-    shutil.rmtree(context, ignore_errors=True)
-    context.mkdir(parents=True)
-    for target, source in files.items():
-        destination = context / target
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, destination)
-        else:
-            try:
-                os.link(source, destination)
-            except OSError:
-                shutil.copyfile(source, destination)
-    return context
-
-
-def _docker_build(stand_in: StandIn, base: str, log: Path, files: dict[str, Path], progress=print) -> None:
-    context = _context(stand_in, files)
-    dockerfile = STAND_IN_DIR / f"{stand_in.name}.Dockerfile"
-    shutil.copyfile(dockerfile, context / "Dockerfile")
-    # The classic builder: Debian's docker.io has no buildx, and these contexts need nothing newer.
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    _docker(["build", "--build-arg", f"BASE={base}", "-t", stand_in.digest_tag, str(context)], log, progress, env=env)
-    shutil.rmtree(context, ignore_errors=True)
-
-
 def _tritonserver_files() -> dict[str, Path]:
-    package = PROJECT_ROOT / "src" / "emotion_triton"
-    files = {f"wheels/{wheel.name}": wheel for wheel in _wheels()}
-    files |= {f"python/emotion_triton/{module}": package / module for module in BACKEND_BUILD_MODULES}
+    files = {f"wheels/{wheel.name}": wheel for wheel in wheels()}
+    files |= {f"python/emotion_triton/{module}": PACKAGE / module for module in BACKEND_BUILD_MODULES}
     return files | {"vendor": VENDORED_TRITON, "requirements.lock": LOCK}
 
 
 def _pytorch_files() -> dict[str, Path]:
-    return {f"wheels/{wheel.name}": wheel for wheel in _wheels() if wheel.name.startswith("torch-")} | {
+    return {f"wheels/{wheel.name}": wheel for wheel in wheels() if wheel.name.startswith("torch-")} | {
         "requirements.lock": LOCK
     }
+
+
+def _built_from(name: str, files: Callable[[], dict[str, Path]]) -> Callable[[str, str, Path], None]:
+    return lambda tag, base, log: docker_build(STAND_IN_DIR / f"{name}.Dockerfile", files(), base, tag, log)
 
 
 def stand_ins() -> dict[str, StandIn]:
     """The stand-ins by name: debian (the base of the others), tritonserver, pytorch, prometheus."""
     release = ngc_release()
-    package = PROJECT_ROOT / "src" / "emotion_triton"
-    debian = StandIn("debian", f"emotion-triton/stand-in-debian:{DEBIAN_SUITE}", _debian_inputs, _build_debian)
+    debian = StandIn(
+        "debian",
+        f"emotion-triton/stand-in-debian:{DEBIAN_SUITE}",
+        lambda: [DEBIAN_SUITE, debian_mirror(), *sorted(EXTRA_CA_DIR.glob("*.crt"))],
+        lambda tag, base, log: build_debian_base(tag, DEBIAN_SUITE, log),
+    )
 
     def dockerfile(name: str) -> Path:
         return STAND_IN_DIR / f"{name}.Dockerfile"
@@ -279,25 +160,22 @@ def stand_ins() -> dict[str, StandIn]:
         "tritonserver": StandIn(
             "tritonserver",
             f"nvcr.io/nvidia/tritonserver:{release}-py3",
-            lambda: (
-                [dockerfile("tritonserver"), LOCK, VENDORED_TRITON, *(package / m for m in BACKEND_BUILD_MODULES)]
-                + [f"{pinned('torch')} {pinned('nvidia-pytriton')}"]
-            ),
-            lambda self, base, log: _docker_build(self, base, log, _tritonserver_files()),
+            lambda: [dockerfile("tritonserver"), LOCK, VENDORED_TRITON, *(PACKAGE / m for m in BACKEND_BUILD_MODULES)],
+            _built_from("tritonserver", _tritonserver_files),
             base=debian,
         ),
         "pytorch": StandIn(
             "pytorch",
             f"nvcr.io/nvidia/pytorch:{release}-py3",
-            lambda: [dockerfile("pytorch"), LOCK, pinned("torch")],
-            lambda self, base, log: _docker_build(self, base, log, _pytorch_files()),
+            lambda: [dockerfile("pytorch"), LOCK],
+            _built_from("pytorch", _pytorch_files),
             base=debian,
         ),
         "prometheus": StandIn(
             "prometheus",
             compose_image("prometheus"),
             lambda: [dockerfile("prometheus")],
-            lambda self, base, log: _docker_build(self, base, log, {}),
+            _built_from("prometheus", dict),
             base=debian,
         ),
     }
