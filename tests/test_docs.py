@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2
 
+from emotion_triton import loadtest
 from emotion_triton.build.pipeline import BuildOptions
 from emotion_triton.build.torchscript_export import RaggedClassifier
 from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble, parameter
@@ -204,7 +205,7 @@ def test_the_defaults_the_readme_and_operations_page_name_are_those_of_the_code(
         f'EmotionClient("{server.host}:{grpc}")' in readme
         and f'EmotionClient("{server.host}:{http}", "http")' in readme
     )
-    assert f"--triton-url {server.host}:{grpc}" in readme
+    assert f"Host prefilled: {loadtest.DEFAULT_HOST}" in readme
     assert set(re.findall(rf"{re.escape(server.host)}:(\d+)", readme)) == {str(http), str(grpc), str(metrics)}
     assert f"truncation ({ENSEMBLE.max_length})" in readme and f"SCORES [n,{len(ENSEMBLE.labels)}]" in readme
     # The where-runs-what table: the default variant is `make serve`'s, each CLASSIFIER= its config.
