@@ -20,11 +20,14 @@
         figure.id = `emotion-chart-${chart.key}`;
         figure.style.cssText = "margin: 0 0 24px 0;";
         const caption = document.createElement("figcaption");
-        caption.innerHTML = `<strong>${chart.title}</strong>: <span class="emotion-value">no data yet</span>`;
+        caption.innerHTML =
+          `<strong>${chart.title}</strong>: <span class="emotion-value">no data yet</span>` +
+          ` <small class="emotion-scale"></small>`;
         const svg = document.createElementNS(SVG, "svg");
         svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
+        svg.setAttribute("preserveAspectRatio", "none"); // the page's width, a fixed height
         svg.setAttribute("width", "100%");
-        svg.style.maxHeight = `${HEIGHT}px`;
+        svg.setAttribute("height", String(HEIGHT));
         figure.append(caption, svg);
         charts.append(figure);
       }
@@ -35,6 +38,10 @@
     if (parent && charts.parentElement !== parent) parent.append(charts);
     if (!parent && charts.parentElement) charts.remove(); // another tab: no charts
     return charts;
+  }
+
+  function clock(seconds) {
+    return new Date(seconds * 1000).toLocaleTimeString();
   }
 
   function format(value, percent) {
@@ -55,6 +62,8 @@
       const start = series[0].time, span = Math.max(series[series.length - 1].time - start, 1);
       const x = (time) => PAD + ((WIDTH - 2 * PAD) * (time - start)) / span;
       const y = (value) => HEIGHT - PAD / 2 - ((HEIGHT - PAD) * value) / top;
+      figure.querySelector(".emotion-scale").textContent =
+        `(scale 0 to ${format(top, chart.percent)}, ${clock(start)} to ${clock(start + span)})`;
       const axis = document.createElementNS(SVG, "path");
       axis.setAttribute("d", `M${PAD},${PAD / 2} V${HEIGHT - PAD / 2} H${WIDTH - PAD}`);
       axis.setAttribute("stroke", "#888");
@@ -64,14 +73,10 @@
       line.setAttribute("stroke", chart.color);
       line.setAttribute("stroke-width", "2");
       line.setAttribute("fill", "none");
+      line.setAttribute("vector-effect", "non-scaling-stroke");
       line.dataset.points = String(series.length);
-      const label = document.createElementNS(SVG, "text");
-      label.setAttribute("x", "2");
-      label.setAttribute("y", String(PAD / 2 + 4));
-      label.setAttribute("font-size", "12");
-      label.setAttribute("fill", "currentColor");
-      label.textContent = format(top, chart.percent);
-      svg.append(axis, line, label);
+      axis.setAttribute("vector-effect", "non-scaling-stroke");
+      svg.append(axis, line);
     }
   }
 
