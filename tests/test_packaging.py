@@ -96,6 +96,14 @@ def test_the_package_without_extras_is_the_client_and_installs_without_torch(tmp
     assert git_status(source) == []
     missing = subprocess.run([str(python), "-c", FIND_TORCH], capture_output=True, text=True)
     assert missing.stdout.strip() == "[]", missing.stdout
+    # The commands of the extras name the extra they need, in one line.
+    for command, extra in (("serve", "serve"), ("evaluate", "evaluate"), ("bench", "bench"), ("soak", "serve")):
+        refused = subprocess.run(
+            [str(environment / "bin" / f"emotion-{command}"), "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 1 and refused.stdout == "", refused
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith(f"emotion-{command} needs the '{extra}' extra (") and f"[{extra}]" in line, line
     for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
         answer = subprocess.run(
             [str(environment / "bin" / "emotion-classify"), "--protocol", protocol, "--url", url, "--json"]
