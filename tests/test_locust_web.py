@@ -1,7 +1,7 @@
 """The load test's web page in a real browser (Debian's headless Chromium, driven by Selenium): the Host
 field is prefilled with the default local server, a run started from the page against a real
 tritonserver shows its host in the header and fills the texts/s and accuracy charts beside Locust's
-own, and the page stops it."""
+own, and the page stops it; a host that is not a grpc:// or http:// URL is refused on the page."""
 
 from __future__ import annotations
 
@@ -95,13 +95,28 @@ def test_a_run_started_from_the_page_charts_texts_per_second_and_accuracy(served
     assert host.get_attribute("value") == loadtest.DEFAULT_HOST  # prefilled: the default local server
     assert "no host attribute" not in browser.find_element(By.TAG_NAME, "body").text
 
-    target = f"grpc://{server.grpc_url}"
-    for name, value in (("host", target), ("userCount", "2"), ("spawnRate", "2")):
+    def fill(name: str, value: str):
         field = browser.find_element(By.NAME, name)
         field.send_keys(Keys.CONTROL, "a")  # React owns the field: replace its text as a user would
         field.send_keys(value)
         assert field.get_attribute("value") == value, name
-    browser.find_element(By.XPATH, "//form//button[@type='submit']").click()
+
+    # A host that is not a URL (Locust's page checks that) or not of a protocol of Triton's clients is
+    # refused on the page, before any test starts.
+    body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+    start = lambda: browser.find_element(By.XPATH, "//form//button[@type='submit']").click()  # noqa: E731
+    fill("host", server.grpc_url)
+    start()
+    wait_for(lambda: "Please use a valid url format" in body(), "Locust's own check of the Host field")
+    fill("host", f"https://{server.grpc_url}")
+    start()
+    refused = f"host 'https://{server.grpc_url}': give Triton's address as a URL whose scheme is the protocol"
+    wait_for(lambda: refused in body(), "the https host refused")
+
+    target = f"grpc://{server.grpc_url}"
+    for name, value in (("host", target), ("userCount", "2"), ("spawnRate", "2")):
+        fill(name, value)
+    start()
 
     # While it runs, the header names the server under test.
     header = lambda: browser.find_element(By.TAG_NAME, "header").text.split("\n")  # noqa: E731

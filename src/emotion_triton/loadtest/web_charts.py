@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .options import ACCURACY, TEXTS
+from .options import ACCURACY, TEXTS, parse_host
 
 SCRIPT = Path(__file__).with_name("web_charts.js")
 CHARTS_PATH = "/emotion/charts"  # the JSON of the points
@@ -53,9 +53,19 @@ def with_script(page: str) -> str:
 
 
 def register_web_charts(app, history: ChartHistory, host) -> None:
-    """Adds the charts to Locust's Flask app: their data, their script, and the script on its page.
-    `host()` is the server under test (the header shows it too)."""
+    """Adds the charts to Locust's Flask app (their data, their script, and the script on its page), and
+    refuses a Host that is not a server URL when the page's form is sent. `host()` is the server under test."""
     from flask import Response, jsonify, request  # locust's web UI is Flask: only ever called inside locust
+
+    @app.before_request
+    def refuse_a_host_that_is_not_a_server_url():
+        # As Locust answers a form it cannot run: the page shows the message, the test does not start.
+        if request.method == "POST" and request.path.rstrip("/").endswith("/swarm") and request.form.get("host"):
+            try:
+                parse_host(request.form["host"])
+            except ValueError as error:
+                return jsonify({"success": False, "message": str(error), "host": host()})
+        return None
 
     @app.route(CHARTS_PATH)
     def emotion_charts():
