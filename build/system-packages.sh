@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The system packages the local server needs, installed when missing (as root, with apt-get):
+# The system packages the local server and the tests need, installed when missing (as root, with apt-get):
 # - libpython3.X: the Python backend stub of the pip-shipped tritonserver embeds it;
 # - cmake, g++, RapidJSON and googletest: `python -m emotion_triton.serving.pytorch_backend` builds
 #   Triton's PyTorch backend with them.
+# - chromium and chromium-driver: tests/test_locust_web.py drives the load test's web page in
+#   headless Chromium (the test is skipped, with this reason, where they are missing).
 # Elsewhere it names what is missing and changes nothing: the PyTorch backend build then says
 # the same in one line, and the Python-backend classifier keeps working.
 set -euo pipefail
@@ -15,6 +17,8 @@ command -v cmake >/dev/null || missing+=(cmake)
 command -v g++ >/dev/null || command -v c++ >/dev/null || missing+=(g++)
 [ -f /usr/include/rapidjson/document.h ] || missing+=(rapidjson-dev)
 [ -f /usr/src/googletest/CMakeLists.txt ] || missing+=(googletest)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,14 +1,17 @@
 """Locust load test of the `emotion` ensemble on Triton: texts/s, latency, failures and accuracy under load.
 
-    locust -f loadtest/locustfile.py --triton-url 127.0.0.1:8001          # web UI on http://127.0.0.1:8089
+    locust -f loadtest/locustfile.py                                      # web UI on http://localhost:8089
     locust -f loadtest/locustfile.py --headless -u 8 -r 8 -t 2m --csv results/loadtest/run --html results/loadtest/run.html
-    locust -f loadtest/locustfile.py --headless --shape step --step-users 2 --step-seconds 30 --step-max-users 16
+    locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 --shape step --step-users 2 --step-max-users 16
+
+The server is Locust's Host (`--host`, or the web page's Host field), a URL whose scheme is the
+protocol: grpc://127.0.0.1:8001 (the default, the local server's gRPC port) or http://127.0.0.1:8000.
 
 Users: `TritonUser` sends the task mix (single texts, batches of 8 and 64, a share of long texts near
 the truncation limit); `AccuracyUser` (one) sends labelled texts in file order and checks every
-label. Options: `locust -f loadtest/locustfile.py --help`, group "emotion ensemble". A headless run
-exits non-zero when a threshold is crossed (failure ratio, p95 latency, texts/s, accuracy). The
-logic lives in `emotion_triton.loadtest`.
+label. Options: `python loadtest/locustfile.py --help`, group "emotion ensemble". A headless run
+exits non-zero when a threshold is crossed (failure ratio, p95 latency, texts/s, accuracy). The web
+page charts texts/s and accuracy beside Locust's own charts. The logic lives in `emotion_triton.loadtest`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from emotion_triton import loadtest
 
 logger = logging.getLogger("emotion.loadtest")
 session = loadtest.Session()
+charts = loadtest.ChartHistory()
+_recorder = None  # the greenlet recording the charts while a test runs
 _user_numbers = itertools.count()
 
 # grpc's C core would block gevent's loop on every call (users would take turns) unless set to gevent
@@ -36,6 +41,36 @@ loadtest.use_gevent_for_grpc()
 @events.init_command_line_parser.add_listener
 def _add_options(parser, **_kwargs):
     loadtest.add_options(parser)
+
+
+@events.init.add_listener
+def _show_the_host_and_the_charts(environment, **_kwargs):
+    # Without --host the users' own host is the server: the web page's header and the report show it too.
+    environment.host = environment.host or EmotionUser.host
+    if environment.web_ui:
+        loadtest.register_web_charts(environment.web_ui.app, charts, lambda: environment.host)
+
+
+@events.test_start.add_listener
+def _start_the_charts(environment, **_kwargs):
+    global _recorder
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master holds the statistics
+    charts.reset()
+    _recorder = gevent.spawn(_record_the_charts, environment)
+
+
+def _record_the_charts(environment):
+    while True:
+        gevent.sleep(1)
+        charts.record(environment.stats, environment.runner.user_count)
+
+
+@events.test_stop.add_listener
+def _stop_the_charts(environment, **_kwargs):
+    if _recorder is not None:
+        _recorder.kill()
+        charts.record(environment.stats, environment.runner.user_count)
 
 
 @events.test_start.add_listener
@@ -53,6 +88,7 @@ def _prepare(environment, **_kwargs):
 
 class EmotionUser(User):
     abstract = True
+    host = loadtest.DEFAULT_HOST  # prefilled in the web page's Host field; --host or the field replaces it
 
     def wait_time(self):
         return random.uniform(0, session.settings.wait) if session.settings and session.settings.wait else 0

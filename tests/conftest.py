@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
 from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions
 
 from .tiny_models import make_tiny_base
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 # Every classifier variant a CPU host serves: the production libtorch config and the Python backend.
 CLASSIFIERS = tuple(CLASSIFIER_CONFIGS)
@@ -116,3 +120,43 @@ def served(built_repository, tmp_path_factory):
     yield serve
     for server in servers.values():
         server.stop()
+
+
+def git(folder: Path, *arguments: str) -> str:
+    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-C", str(folder), *arguments]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def git_status(folder: Path) -> list[str]:
+    """What `git status` shows in `folder`: every untracked or changed file, one per line (ignored ones not)."""
+    return git(folder, "status", "--porcelain", "--untracked-files=all").splitlines()
+
+
+def git_checkout(target: Path) -> Path:
+    """A clean clone of the project's working tree in `target`: its tracked files (and new ones not
+    ignored) as they are on disk, committed, so that `git status` there shows what a test leaves behind."""
+    files = git(PROJECT, "ls-files", "--cached", "--others", "--exclude-standard", "-z").split("\0")
+    for name in filter(None, files):
+        if (PROJECT / name).is_file():  # not a file deleted in the working tree
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT / name, target / name)
+    git(target, "init", "--quiet")
+    git(target, "add", "--all")
+    git(target, "commit", "--quiet", "--message", "checkout")
+    return target
+
+
+# `make test` leaves the checkout as it found it: whatever a test writes into the project (a build
+# output not ignored, setuptools' build folder, a stray log) fails the run.
+def pytest_sessionstart(session):
+    session.config.git_status_before = set(git_status(PROJECT)) if (PROJECT / ".git").exists() else None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "git_status_before", None)
+    if before is None or getattr(session.config.option, "collectonly", False):
+        return
+    left = sorted(set(git_status(PROJECT)) - before)
+    if left:
+        print(f"\nthe tests left files in the checkout ({PROJECT}), which git status shows:\n" + "\n".join(left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

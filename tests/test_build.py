@@ -107,7 +107,7 @@ def test_a_build_killed_during_export_leaves_nothing_the_server_would_load(
     temp = tmp_path / "tmp"
     temp.mkdir()
     command = [sys.executable, str(PROJECT / "build" / "build.py"), "--finetuned", str(checkpoint)]
-    command += ["--data", str(small_data), "--repository", str(repository)]
+    command += ["--data", str(small_data), "--repository", str(repository), "--output_dir", str(tmp_path / "run")]
     process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -148,7 +148,9 @@ def test_the_server_names_a_folder_that_is_not_a_model_instead_of_letting_triton
 def test_export_of_a_finetuned_checkpoint_without_training(tmp_path, built_repository, validation_texts):
     _, checkpoint = built_repository("roberta")
     repository = copy_repository(tmp_path / "repo")
-    report = build(BuildOptions(finetuned=str(checkpoint), data=None, repository=repository))
+    report = build(
+        BuildOptions(finetuned=str(checkpoint), data=None, repository=repository), training_arguments(tmp_path / "run")
+    )
     assert "training" not in report
     ensemble = Ensemble.read(repository)
     assert ensemble.is_built()

@@ -7,6 +7,7 @@ with gevent, which this test process must not be.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import random
 import subprocess
@@ -211,9 +212,9 @@ def test_the_options_are_in_locusts_parser_and_its_help():
     result = subprocess.run([sys.executable, LOCUSTFILE, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--headless" in result.stdout  # locust's own options, from locust's own parser
+    assert "--triton-url" not in result.stdout and "--protocol" not in result.stdout  # the server is --host
     for option in (
-        "--triton-url",
-        "--protocol",
+        "--host",
         "--data",
         "--batch-sizes",
         "--long-share",
@@ -226,13 +227,48 @@ def test_the_options_are_in_locusts_parser_and_its_help():
     ):
         assert option in result.stdout
     parsed = subprocess.run(
-        [LOCUST, "-f", LOCUSTFILE, "--shape", "step", "--min-accuracy", "0.9", "--protocol", "http", "--list"],
+        [LOCUST, "-f", LOCUSTFILE, "--shape", "step", "--min-accuracy", "0.9", "--host", "http://h:1", "--list"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert parsed.returncode == 0, parsed.stderr
     assert "TritonUser" in parsed.stdout and "AccuracyUser" in parsed.stdout
+
+
+def test_the_host_is_a_url_whose_scheme_is_the_protocol():
+    assert loadtest.DEFAULT_HOST == "grpc://127.0.0.1:8001"
+    assert loadtest.parse_host("grpc://127.0.0.1:8001") == ("grpc", "127.0.0.1:8001")
+    assert loadtest.parse_host(" http://my-server:8000/ ") == ("http", "my-server:8000")
+    for bad in ("127.0.0.1:8001", "https://my-server:8000", "http://", "http://host:8000/v2/models"):
+        with pytest.raises(ValueError, match="grpc://127.0.0.1:8001 or http://127.0.0.1:8000"):
+            loadtest.parse_host(bad)
+    parser = argparse.ArgumentParser()
+    loadtest.add_options(parser)
+    options = parser.parse_args([])
+    assert loadtest.Settings.from_options(options, None).url == "127.0.0.1:8001"
+    assert loadtest.Settings.from_options(options, "http://h:8000").protocol == "http"
+
+
+class Entry:
+    def __init__(self, num_requests=0, num_failures=0, current_rps=0.0):
+        self.num_requests, self.num_failures, self.current_rps = num_requests, num_failures, current_rps
+
+
+def test_the_charts_record_texts_per_second_and_the_accuracy_so_far():
+    history = loadtest.ChartHistory(limit=3)
+    entries = {loadtest.TEXTS: Entry(current_rps=12.5), loadtest.ACCURACY: Entry()}
+    stats = Namespace(get=lambda name, method: entries[method, name])
+    assert history.record(stats, 2, now=1.0)["accuracy"] is None  # nothing checked yet
+    entries[loadtest.ACCURACY] = Entry(num_requests=200, num_failures=30)
+    point = history.record(stats, 2, now=2.0)
+    assert point == {"time": 2.0, "texts_per_second": 12.5, "accuracy": 0.85, "labelled_texts": 200, "users": 2}
+    for now in (3.0, 4.0):
+        history.record(stats, 2, now=now)
+    assert [point["time"] for point in history.points] == [2.0, 3.0, 4.0]
+    page = "<html><body><div id='root'></div></body></html>"
+    with_script = loadtest.web_charts.with_script(page)
+    assert with_script.count("emotion/charts.js") == 1 and loadtest.web_charts.with_script(with_script) == with_script
 
 
 # -- headless runs against a real server ----------------------------------------------------------
@@ -248,10 +284,8 @@ def run_locust(server, protocol, emotion_data, tmp_path, *options) -> tuple[subp
         tmp_path / "run",
         "--html",
         tmp_path / "run.html",
-        "--triton-url",
-        url,
-        "--protocol",
-        protocol,
+        "--host",
+        f"{protocol}://{url}",
         "--data",
         emotion_data / "validation.txt",
         "--min-accuracy",

@@ -2,7 +2,6 @@
 client that installs and classifies without torch or transformers."""
 
 import json
-import shutil
 import subprocess
 import sys
 import venv
@@ -14,6 +13,8 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from .conftest import git, git_checkout, git_status
 
 PROJECT = Path(__file__).resolve().parents[1]
 LOCK = PROJECT / "requirements.lock"
@@ -76,21 +77,33 @@ def pip_install(python: Path, requirement: str) -> None:
 
 
 @pytest.mark.server
-def test_a_client_only_install_classifies_without_torch(tmp_path, served):
-    """A fresh venv with `pip install -c requirements.lock ".[client]"` (from the package registries) runs
-    `emotion-classify` against a real tritonserver, and has neither torch nor transformers; with the
-    `evaluate` extra added, `emotion-evaluate` measures accuracy, still without them."""
+def test_the_package_without_extras_is_the_client_and_installs_without_torch(tmp_path, served):
+    """A fresh venv with `pip install -c requirements.lock .` (from the package registries, in a clean
+    checkout) runs `emotion-classify` against a real tritonserver, and has neither torch nor
+    transformers; with the `evaluate` extra added, `emotion-evaluate` measures accuracy, still without
+    them. The checkout stays clean: setuptools' build folder is not our build/ folder, and git ignores it."""
     server = served("distilbert")
-    # A copy: setuptools builds in the source tree (build/lib), which here would land in our build/ folder.
-    source = tmp_path / "source"
-    shutil.copytree(PROJECT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(PROJECT / "pyproject.toml", source)
+    source = git_checkout(tmp_path / "checkout")
     environment = tmp_path / "client-venv"
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
-    pip_install(python, f"{source}[client]")
+    pip_install(python, str(source))
+    # Our build/ holds what it held (no build/lib, no build/bdist.*), and the rest git ignores.
+    assert (
+        sorted(f"build/{path.name}" for path in (source / "build").iterdir())
+        == git(source, "ls-files", "build").split()
+    )
+    assert git_status(source) == []
     missing = subprocess.run([str(python), "-c", FIND_TORCH], capture_output=True, text=True)
     assert missing.stdout.strip() == "[]", missing.stdout
+    # The commands of the extras name the extra they need, in one line.
+    for command, extra in (("serve", "serve"), ("evaluate", "evaluate"), ("bench", "bench"), ("soak", "serve")):
+        refused = subprocess.run(
+            [str(environment / "bin" / f"emotion-{command}"), "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 1 and refused.stdout == "", refused
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith(f"emotion-{command} needs the '{extra}' extra (") and f"[{extra}]" in line, line
     for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
         answer = subprocess.run(
             [str(environment / "bin" / "emotion-classify"), "--protocol", protocol, "--url", url, "--json"]
@@ -106,6 +119,7 @@ def test_a_client_only_install_classifies_without_torch(tmp_path, served):
 
     # The `evaluate` extra on top: accuracy over labelled data, still without torch or transformers.
     pip_install(python, f"{source}[evaluate]")
+    assert git_status(source) == []
     labelled = tmp_path / "labelled.txt"
     labelled.write_text("i feel wonderful today;joy\nthis is terrifying;fear\ni am so sad;sadness\n")
     report = subprocess.run(

@@ -17,6 +17,7 @@ from emotion_triton.build import pipeline as build_module
 from emotion_triton.build.modeling import predict_logits, softmax
 from emotion_triton.build.pipeline import BuildOptions, QuantizationRefused, build
 from emotion_triton.build.torchscript_export import INT8_MIXED_BATCH_TOLERANCE
+from emotion_triton.build.training import training_arguments
 from emotion_triton.client import EmotionClient
 from emotion_triton.perf.benchmark import BenchOptions, model_table, run
 from emotion_triton.perf.loadgen import closed_loop
@@ -39,7 +40,7 @@ def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small
     _, checkpoint = built_repository("bert")
     monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
     options = int8_options(tmp_path, checkpoint, small_data)
-    report = build(options)
+    report = build(options, training_arguments(tmp_path / "run"))
     quantization = report["quantization"]
     assert quantization["accuracy_loss_points"] == pytest.approx(
         100 * (quantization["fp32_accuracy"] - quantization["int8_accuracy"]), abs=1e-3
@@ -60,7 +61,7 @@ def test_int8_serves_with_the_exports_parity_on_both_classifiers(
     _, checkpoint = built_repository("distilbert")
     monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
     options = int8_options(tmp_path, checkpoint, small_data)
-    build(options)
+    build(options, training_arguments(tmp_path / "run"))
     ensemble = Ensemble.read(options.repository)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     texts = sorted(validation_texts[:40], key=len)[::4]
@@ -101,11 +102,11 @@ def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_re
     monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", -1.0)
     options = int8_options(tmp_path, checkpoint, small_data)
     with pytest.raises(QuantizationRefused, match="nothing was installed"):
-        build(options)
+        build(options, training_arguments(tmp_path / "run"))
     assert not Ensemble.read(options.repository).model_file.exists()
     options.data = None
     with pytest.raises(QuantizationRefused, match="needs --data"):
-        build(options)
+        build(options, training_arguments(tmp_path / "run"))
 
 
 def token_counters(metrics_url: str) -> tuple[float, float]:

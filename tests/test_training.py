@@ -9,7 +9,7 @@ import transformers
 
 from emotion_triton.build.modeling import load_classifier, load_tokenizer, predict_logits
 from emotion_triton.build.pipeline import BuildOptions, build
-from emotion_triton.build.training import average_last_checkpoints, training_arguments
+from emotion_triton.build.training import TrainingPlanError, average_last_checkpoints, plan_training, training_arguments
 from emotion_triton.data import load
 
 from .conftest import copy_repository
@@ -50,6 +50,9 @@ def test_the_same_recipe_and_seed_give_the_same_model_bit_for_bit(tmp_path, tiny
         f"checkpoint-{training['steps']}",
     ]
     assert report["training_arguments"]["train_sampling_strategy"] == "group_by_length"
+    # The plan checked before training counts steps as Trainer does.
+    planned = plan_training(training_arguments(tmp_path / "elsewhere", **RECIPE), load(str(small_data)), 128, 2)
+    assert (planned.steps_per_epoch, planned.steps) == (training["steps_per_epoch"], training["steps"])
 
 
 def test_a_run_stopped_after_an_epoch_resumes_to_the_same_model(tmp_path, tiny_base, small_data, monkeypatch):
@@ -73,11 +76,16 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_same_model(tmp_path, tiny_b
     assert np.array_equal(resumed, uninterrupted)
 
 
-def test_another_recipe_in_the_same_folder_starts_over(tmp_path, tiny_base, small_data):
+def test_another_recipe_in_the_same_folder_is_refused_and_its_checkpoints_kept(tmp_path, tiny_base, small_data):
     trained_logits(tmp_path, "run", tiny_base, small_data, learning_rate=5e-4)
-    _, report = trained_logits(tmp_path, "run", tiny_base, small_data)
-    assert report["training"]["resumed_from"] is None
-    assert json.loads((tmp_path / "run" / "recipe.json").read_text())["training"]["learning_rate"] == 1e-3
+    kept = sorted(path.name for path in (tmp_path / "run").glob("checkpoint*"))
+    with pytest.raises(
+        TrainingPlanError,
+        match=r"run holds the checkpoints of another recipe \(learning_rate: 0.0005 there, 0.001 now\)",
+    ):
+        trained_logits(tmp_path, "run", tiny_base, small_data)
+    assert sorted(path.name for path in (tmp_path / "run").glob("checkpoint*")) == kept
+    assert json.loads((tmp_path / "run" / "recipe.json").read_text())["training"]["learning_rate"] == 5e-4
 
 
 def test_averaging_needs_as_many_checkpoints_as_epochs_it_averages(tmp_path, tiny_base):

@@ -51,10 +51,13 @@ def reads_as_path(name_or_path: str) -> bool:
     return "/" in name_or_path and os.path.isdir(name_or_path.split("/")[0])
 
 
-def check_local_path(name_or_path: str, option: str) -> None:
-    """Raises LocalPathNotFoundError, naming the path and the option, for a local path that does not exist."""
+def check_local_path(name_or_path: str, option: str, hint: str = "") -> None:
+    """Raises LocalPathNotFoundError, naming the path and the option (and `hint`: what it should be),
+    for a local path that does not exist."""
     if reads_as_path(name_or_path) and not is_local(name_or_path):
-        raise LocalPathNotFoundError(f"{option} {name_or_path}: no such file or directory")
+        raise LocalPathNotFoundError(
+            f"{option} {name_or_path}: no such file or directory" + (f"; {hint}" if hint else "")
+        )
 
 
 def from_hub_or_path(loader, name_or_path: str, what: str, local_option: str, **kwargs):

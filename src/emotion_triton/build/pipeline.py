@@ -22,7 +22,7 @@ from ..repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
 from .onnx_export import build_onnx
 from .torchscript_export import STAGING_PREFIX, check_against_eager, install, trace
-from .training import MODEL_CARD_TRAINING, evaluate, fine_tune, predicted_ids, training_arguments
+from .training import MODEL_CARD_TRAINING, evaluate, fine_tune, plan_training, predicted_ids, training_arguments
 
 
 @dataclass
@@ -58,6 +58,12 @@ class BuildOptions:
 
 logger = logging.getLogger(__name__)
 
+# What a missing path was meant to be: said with the error (a preset names its data folder without the user typing it).
+SOURCE_HINTS = {
+    "--data": "expected a folder with train and validation files (text;label lines, CSV or JSON Lines), "
+    "a single file, or a Hub data set id",
+}
+
 # The most validation accuracy (in percentage points) an int8 model may lose against fp32.
 MAX_INT8_ACCURACY_LOSS_POINTS = 0.5
 
@@ -81,12 +87,14 @@ def build(options: BuildOptions, training=None) -> dict:
     sources = {"--finetuned": options.finetuned, "--base-model": options.base_model, "--data": options.data}
     for option, value in sources.items():  # a mistyped path fails before anything is loaded or written
         if value:
-            check_local_path(value, option)
+            check_local_path(value, option, SOURCE_HINTS.get(option, ""))
+    int8 = options.quantize == "int8"
+    if int8 and options.finetuned and not options.data:
+        raise QuantizationRefused("--quantize int8 needs --data with a validation split to measure its accuracy loss")
     ensemble = Ensemble.read(options.repository)
     if training is None:
         training = training_arguments(PROJECT_ROOT / "runs" / run_name(options), **MODEL_CARD_TRAINING)
     work_dir = Path(training.output_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     max_length = options.max_length
     report: dict = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions()}
 
@@ -97,11 +105,14 @@ def build(options: BuildOptions, training=None) -> dict:
         label_names = checkpoint_labels(model)
         report["finetuned"] = options.finetuned
         data = _load_data(options.data, label_names) if options.data else None
+        work_dir.mkdir(parents=True, exist_ok=True)
     else:
         data = _load_data(options.data, options.labels)
         if "train" not in data.splits or "validation" not in data.splits:
-            raise ValueError(f"{options.data}: fine-tuning needs a train and a validation split")
+            raise ValueError(f"--data {options.data}: fine-tuning needs a train and a validation split")
         label_names = data.label_names
+        # Every clash of options, data and output folder is found here, before the model loads and a step runs.
+        plan = plan_training(training, data, max_length, options.average_last_epochs)
         base = resolve_packaged_model(options.base_model)
         from transformers import set_seed
 
@@ -114,7 +125,7 @@ def build(options: BuildOptions, training=None) -> dict:
             "max_length": max_length,
             "average_last_epochs": options.average_last_epochs,
         }
-        report["training"] = fine_tune(model, tokenizer, data, training, max_length, options.average_last_epochs)
+        report["training"] = fine_tune(model, tokenizer, data, training, max_length, plan)
         checkpoint = work_dir / "checkpoint"
         model.save_pretrained(checkpoint)
         tokenizer.save_pretrained(checkpoint)
@@ -141,7 +152,6 @@ def build(options: BuildOptions, training=None) -> dict:
             )
 
     texts = _check_texts(data, tokenizer)
-    int8 = options.quantize == "int8"
     if int8 and (data is None or "validation" not in data.splits):
         raise QuantizationRefused("--quantize int8 needs --data with a validation split to measure its accuracy loss")
     stages = tqdm(total=3, desc="export", unit="stage", dynamic_ncols=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -96,19 +97,86 @@ def _accuracy(prediction) -> dict:
     return {"accuracy": float((np.argmax(prediction.predictions, axis=1) == prediction.label_ids).mean())}
 
 
-def fine_tune(model, tokenizer, data: LabelledData, args, max_length: int, average_last_epochs: int = 1) -> dict:
-    """Trains `model` in place on data's train split with `args` (TrainingArguments); returns a summary.
+class TrainingPlanError(ValueError):
+    """Options that cannot give a model, refused before anything is loaded or written."""
+
+
+@dataclass
+class TrainingPlan:
+    """What a run will do, worked out from its options and its data before the first training step."""
+
+    steps_per_epoch: int
+    steps: int
+    epochs: int  # epochs started (the last one may be partial), one checkpoint each with save_strategy 'epoch'
+    average_last_epochs: int  # as asked, or the epochs there will be
+    resume_from: str | None  # the last checkpoint of an earlier run of the same recipe in the same folder
+    fingerprint: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_training(args, data: LabelledData, max_length: int, average_last_epochs: int = 1) -> TrainingPlan:
+    """Checks a run's options against each other, its data and its output folder, before any training.
+
+    Combinations that cannot give a model raise TrainingPlanError (one line, naming the options);
+    where a sensible reading exists, the run does that and says so in one warning line each (also
+    in the build report): asking to average more epochs than the run will save averages those it
+    saves, and `max_steps` shorter than one epoch trains on part of the data once.
+    """
+    if average_last_epochs < 1:
+        raise TrainingPlanError(f"--average_last_epochs must be 1 or more, not {average_last_epochs}")
+    if average_last_epochs > 1 and args.save_strategy != "epoch":
+        raise TrainingPlanError(
+            f"--average_last_epochs {average_last_epochs} averages epoch checkpoints: it needs --save_strategy epoch "
+            f"(not {args.save_strategy}), or --average_last_epochs 1"
+        )
+    # As Trainer counts them: batches per epoch (the last one may be short), then optimizer steps.
+    texts = len(data.splits["train"].texts)
+    batch = args.train_batch_size * max(1, args.world_size)
+    batches = texts // batch if args.dataloader_drop_last else math.ceil(texts / batch)
+    steps_per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+    steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    if steps <= 0:
+        raise TrainingPlanError(
+            f"--num_train_epochs {args.num_train_epochs} and --max_steps {args.max_steps} train no step: "
+            "give either a positive value"
+        )
+    epochs = math.ceil(steps / steps_per_epoch)
+    warnings = []
+    if args.max_steps > 0 and steps < steps_per_epoch:
+        warnings.append(
+            f"--max_steps {steps} is shorter than one epoch ({steps_per_epoch} steps of {batch} texts): the model "
+            f"sees {min(steps * batch, texts)} of the {texts} training texts once"
+        )
+    if average_last_epochs > epochs:
+        what = f"--max_steps {steps}" if args.max_steps > 0 else f"--num_train_epochs {args.num_train_epochs}"
+        installed = "the last epoch's weights" if epochs == 1 else f"the mean of all {epochs} epochs' weights"
+        warnings.append(
+            f"--average_last_epochs {average_last_epochs}, but {what} saves {epochs} epoch checkpoint"
+            f"{'s' if epochs > 1 else ''}: installing {installed}"
+        )
+        average_last_epochs = epochs
+    fingerprint = _fingerprint(args, data, max_length)
+    resume_from = _resumable_checkpoint(Path(args.output_dir), fingerprint)
+    for warning in warnings:
+        logger.warning("warning: %s", warning)
+    return TrainingPlan(steps_per_epoch, steps, epochs, average_last_epochs, resume_from, fingerprint, warnings)
+
+
+def fine_tune(model, tokenizer, data: LabelledData, args, max_length: int, plan: TrainingPlan) -> dict:
+    """Trains `model` in place on data's train split with `args` (TrainingArguments) as `plan`
+    (plan_training) says; returns a summary.
 
     Checkpoints go to `args.output_dir`; a rerun of the same recipe continues from the last one.
     """
     from transformers import DataCollatorWithPadding, Trainer
 
-    if average_last_epochs > 1:
-        if args.save_strategy != "epoch":
-            raise ValueError("average_last_epochs needs save_strategy 'epoch'")
-        args.save_total_limit = max(args.save_total_limit or 0, average_last_epochs)
+    if plan.average_last_epochs > 1:
+        args.save_total_limit = max(args.save_total_limit or 0, plan.average_last_epochs)
     checkpoints = Path(args.output_dir)
-    resume = _resumable_checkpoint(checkpoints, _fingerprint(args, data, max_length))
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / RECIPE_FILE).write_text(plan.fingerprint)
+    if plan.resume_from:
+        logger.info("resuming from %s", plan.resume_from)
     trainer = Trainer(
         model=model,
         args=args,
@@ -118,17 +186,22 @@ def fine_tune(model, tokenizer, data: LabelledData, args, max_length: int, avera
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_accuracy,
     )
-    result = trainer.train(resume_from_checkpoint=resume)
-    averaged = average_last_checkpoints(model, checkpoints, average_last_epochs)
+    result = trainer.train(resume_from_checkpoint=plan.resume_from)
+    averaged = average_last_checkpoints(model, checkpoints, plan.average_last_epochs)
     model.to("cpu")  # evaluation and export run on the CPU: the exported graph is device-free
     return {
         "steps": trainer.state.global_step,
         "steps_per_epoch": len(trainer.get_train_dataloader()),
         "training_seconds": round(result.metrics["train_runtime"], 3),
-        "resumed_from": Path(resume).name if resume else None,
+        "resumed_from": Path(plan.resume_from).name if plan.resume_from else None,
         "history": _history(trainer.state.log_history),
         "averaged_checkpoints": averaged,
+        "warnings": plan.warnings,
     }
+
+
+# The recipe of the checkpoints in a run's folder: a run resumes only checkpoints of its own recipe.
+RECIPE_FILE = "recipe.json"
 
 
 def _fingerprint(args, data: LabelledData, max_length: int) -> str:
@@ -145,22 +218,41 @@ def _fingerprint(args, data: LabelledData, max_length: int) -> str:
     )
 
 
-def _resumable_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
-    """The last checkpoint of an earlier run of the same recipe; checkpoints of another recipe are removed."""
+def _resumable_checkpoint(folder: Path, fingerprint: str) -> str | None:
+    """The last checkpoint of an earlier run of the same recipe in `folder`; a folder holding the
+    training results of another recipe (or of an unknown one) is refused, never overwritten."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    recipe_file = checkpoints / "recipe.json"
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    if last and recipe_file.is_file() and recipe_file.read_text() == fingerprint:
-        logger.info("resuming from %s", last)
+    if not folder.is_dir():
+        return None
+    last = get_last_checkpoint(str(folder))
+    recipe_file = folder / RECIPE_FILE
+    earlier = recipe_file.read_text() if recipe_file.is_file() else None
+    if earlier == fingerprint:
         return last
-    if last:
-        logger.info("%s holds checkpoints of another recipe: starting over", checkpoints)
-        for old in checkpoints.glob("checkpoint-*"):
-            shutil.rmtree(old)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    recipe_file.write_text(fingerprint)
-    return None
+    if last is None and not (folder / "checkpoint").is_dir():
+        return None  # nothing trained there to lose
+    changed = _changed_settings(earlier, fingerprint) if earlier else "no recipe.json"
+    raise TrainingPlanError(
+        f"{folder} holds the checkpoints of another recipe ({changed}): give another --output_dir, "
+        f"or delete {folder} to start over"
+    )
+
+
+def _changed_settings(earlier: str, now: str, shown: int = 3) -> str:
+    """`name: before -> now` for the first `shown` settings two fingerprints differ in."""
+
+    def flat(fingerprint: str) -> dict:
+        recipe = json.loads(fingerprint)
+        return {**recipe.pop("training"), **recipe}
+
+    before, after = flat(earlier), flat(now)
+    changed = [
+        f"{name}: {before.get(name)} there, {after.get(name)} now"
+        for name in sorted(before.keys() | after.keys())
+        if before.get(name) != after.get(name)
+    ]
+    return "; ".join(changed[:shown]) + (f"; {len(changed) - shown} more" if len(changed) > shown else "")
 
 
 def _history(log_history: list[dict]) -> list[dict]:

@@ -1,6 +1,6 @@
 """The client layer: classify texts with the served ensemble.
 
-Needs numpy, tritonclient and tyro (the command line) only (`pip install ".[client]"`): no torch, no transformers.
+Needs numpy, tritonclient and tyro (the command line) only, the package without extras (`pip install .`): no torch, no transformers.
 """
 
 from .emotion_client import (

@@ -3,7 +3,8 @@
 The locustfile holds the User classes and the event hooks; everything else is in this package, a module per job: the options,
 the texts to send (a labelled file, the Hub split, long texts near the truncation limit), one call
 timed and checked, the texts-per-second and accuracy statistics, the step-ramp load shape, CPU use of
-the load generator and the server, and the pass/fail thresholds.
+the load generator and the server, the pass/fail thresholds, and the texts/s and accuracy charts
+of the web page.
 
 Nothing here imports locust: importing it monkey-patches the whole process with gevent, which the
 test process must not be. The locustfile passes locust's objects in (they are duck-typed here).
@@ -23,6 +24,7 @@ from .locust_stats import call, check_answer, failure_message, log_accuracy, log
 from .options import (
     ACCURACY,
     DEFAULT_DATA,
+    DEFAULT_HOST,
     LONG_WORDS,
     MIN_ACCURACY_SAMPLE,
     REQUEST_TYPES,
@@ -33,16 +35,19 @@ from .options import (
     add_options,
     format_batch_sizes,
     parse_batch_sizes,
+    parse_host,
     use_gevent_for_grpc,
 )
 from .plots import plot_history
 from .results import Results, describe, report
 from .session import Session
 from .step_shape import ShapeLogic, Snapshot, Step, find_knee, percentile, step_table
+from .web_charts import ChartHistory, register_web_charts
 from .workload import ServerInfo, Workload, load_labelled, long_texts, resolve_data
 
 __all__ = [
     "DEFAULT_DATA",
+    "DEFAULT_HOST",
     "REQUEST_TYPES",
     "TEXTS",
     "ACCURACY",
@@ -52,6 +57,7 @@ __all__ = [
     "add_options",
     "format_batch_sizes",
     "parse_batch_sizes",
+    "parse_host",
     "Settings",
     "use_gevent_for_grpc",
     "ServerInfo",
@@ -79,4 +85,6 @@ __all__ = [
     "describe",
     "Session",
     "plot_history",
+    "ChartHistory",
+    "register_web_charts",
 ]

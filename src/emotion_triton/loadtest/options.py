@@ -1,15 +1,18 @@
-"""The load test's Locust options (`--protocol`, `--batch-sizes`, the step ramp, the thresholds) and the
-Settings they make."""
+"""The load test's Locust options (`--batch-sizes`, the step ramp, the thresholds), the server's URL
+(Locust's own `--host`), and the Settings they make."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .. import data
 from ..client import DEFAULT_URLS, EmotionClient
 
 DEFAULT_DATA = str(data.EMOTION_VALIDATION_FILE)
 REQUEST_TYPES = {"grpc": "gRPC", "http": "HTTP"}
+# Locust's Host names the server to test, its scheme the protocol: the default is the local server's gRPC port.
+DEFAULT_HOST = f"grpc://{DEFAULT_URLS['grpc']}"
 TEXTS = ("TEXTS", "answered texts")  # (request type, name) of the texts-per-second entry
 ACCURACY = ("ACCURACY", "labelled texts")  # (request type, name) of the accuracy entry
 MIN_ACCURACY_SAMPLE = 100  # fewer labelled texts than this: the accuracy threshold is not judged
@@ -22,6 +25,7 @@ def add_options(parser) -> None:
     """Adds the load test's options to locust's parser: the web UI shows them, `--help` of the locustfile too."""
     group = parser.add_argument_group("emotion ensemble", "Options of the emotion ensemble's load test.")
     settings, limits = Settings(url=""), Thresholds()
+    # The server is Locust's own --host (and the web page's Host field): grpc://HOST:PORT or http://HOST:PORT.
 
     def option(name, default, help, **kwargs):
         kind = kwargs.pop("type", type(default) if default is not None else str)
@@ -31,8 +35,6 @@ def add_options(parser) -> None:
         action.is_secret = action.is_required = action.is_multiple = False
         return action
 
-    option("--triton-url", "", "host:port of Triton; empty: --host, else 127.0.0.1:8001 (gRPC) / :8000 (HTTP)")
-    option("--protocol", settings.protocol, "tritonclient protocol", choices=["grpc", "http"])
     option("--model", settings.model, "the ensemble's name")
     option("--timeout", settings.timeout, "seconds one request may take")
     option(
@@ -101,10 +103,10 @@ class Settings:
 
     @classmethod
     def from_options(cls, options, host: str | None = None) -> Settings:
-        protocol = options.protocol
-        url = options.triton_url or host or DEFAULT_URLS[protocol]
+        """The settings of a run against `host` (Locust's Host: `--host` or the web page's field)."""
+        protocol, url = parse_host(host or DEFAULT_HOST)
         return cls(
-            url=url.split("://", 1)[-1].rstrip("/"),
+            url=url,
             protocol=protocol,
             model=options.model,
             timeout=float(options.timeout),
@@ -127,6 +129,18 @@ class Settings:
         No retries: an overloaded server is a failure the load test must count, not hide.
         """
         return EmotionClient(self.url, self.protocol, self.model, timeout=self.timeout, retries=0)
+
+
+def parse_host(host: str) -> tuple[str, str]:
+    """`grpc://127.0.0.1:8001` -> ("grpc", "127.0.0.1:8001"): Locust's Host is a URL whose scheme is the protocol."""
+    parts = urlsplit(host.strip())
+    if parts.scheme not in REQUEST_TYPES or not parts.netloc or parts.path.strip("/"):
+        http, grpc = DEFAULT_URLS["http"], DEFAULT_URLS["grpc"]
+        raise ValueError(
+            f"host {host!r}: give Triton's address as a URL whose scheme is the protocol, "
+            f"grpc://{grpc} or http://{http}"
+        )
+    return parts.scheme, parts.netloc
 
 
 def use_gevent_for_grpc() -> None:
