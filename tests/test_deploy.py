@@ -656,10 +656,11 @@ def test_model_files_import_only_what_the_images_have():
 
 
 def extra_requirements(extra: str) -> set[str]:
-    """The distributions an extra of pyproject.toml asks for, its own extras' included."""
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    names = set()
-    for requirement in extras[extra]:
+    """The distributions an install with an extra of pyproject.toml gets: the package's own
+    dependencies, the extra's, and those of the extras it names."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {canonical(re.match(r"[A-Za-z0-9_.-]+", requirement).group()) for requirement in project["dependencies"]}
+    for requirement in project["optional-dependencies"][extra]:
         name, _, nested = re.match(r"([A-Za-z0-9_.-]+)(\[([^\]]+)\])?", requirement).groups()[0:3]
         if canonical(name) == "emotion-triton":
             names |= set().union(*(extra_requirements(e.strip()) for e in nested.split(",")))
