@@ -18,7 +18,6 @@ import os
 import re
 import resource
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ from emotion_triton.containers import ComposeProject, EngineUnavailable, ensure_
 from emotion_triton.containers.stand_ins import StandInError, ensure_stand_ins
 from emotion_triton.serving.preflight import free_port
 
-from .conftest import start_server
+from .conftest import git_checkout, git_status, start_server
 
 PROJECT = Path(__file__).resolve().parents[1]
 CPU_HOST_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
@@ -59,22 +58,6 @@ def engine():
         if os.environ.get("EMOTION_TRITON_REQUIRE_CONTAINERS") == "1":
             pytest.fail(f"containers required (EMOTION_TRITON_REQUIRE_CONTAINERS=1): {error}")
         pytest.skip(f"no container engine here: {error}")
-
-
-def user_checkout(target: Path) -> Path:
-    """The files a clone of the project has (tracked and new, never ignored ones: no .venv, no model)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=PROJECT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (entry.decode() for entry in listed)):
-        source = PROJECT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
 
 
 def memlock_override(directory: Path) -> Path | None:
@@ -125,7 +108,7 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(engine, built_repository, tmp_path_factory):
     _, checkpoint = built_repository("distilbert")
-    checkout = user_checkout(tmp_path_factory.mktemp("user") / "emotion-triton")
+    checkout = git_checkout(tmp_path_factory.mktemp("user") / "emotion-triton")
     deployed = Deployment(checkout, checkpoint, f"emotion-triton-test-{secrets.token_hex(3)}")
     try:
         yield deployed
@@ -185,6 +168,8 @@ def test_the_cpu_host_command_builds_the_model_and_serves_what_the_local_server_
     assert "exporting the checkpoint in /checkpoint (BUILD_CHECKPOINT_DIR)" in build_log, build_log[-2000:]
     for built in ("emotion_classifier/1/model.pt", "emotion_tokenizer/1/tokenizer.json"):
         assert (repository / built).stat().st_size > 0, f"the build service wrote {built}"
+    overrides = {f"?? {name}" for name in compose.files if name not in CPU_HOST_FILES}
+    assert set(git_status(deployment.checkout)) == overrides, "what the build service wrote is ignored by git"
 
     # The local server (make serve's code) on the same model files, with the same classifier config.
     local = start_server(repository, tmp_path, classifier="libtorch")
