@@ -75,7 +75,7 @@ def stop_engine(progress=print) -> bool:
     except ProcessLookupError:
         return False
     progress(f"stopping dockerd ({pid})")
-    for _ in range(60):  # dockerd stops its containers first (their stop_grace_period)
+    for _ in range(90):  # dockerd stops its containers first (their stop_grace_period, 60 s)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
