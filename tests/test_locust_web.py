@@ -141,8 +141,15 @@ def test_a_run_started_from_the_page_charts_texts_per_second_and_accuracy(served
     )
     assert beside
 
-    browser.find_element(By.XPATH, "//button[contains(., 'Stop')]").click()
-    wait_for(lambda: "STOPPED" in [line.upper() for line in header()], "the run stopped")
+    def stopped() -> bool:
+        """Stopped, or Stop clicked (again: a click while the page re-renders the header can be lost)."""
+        if "STOPPED" in [line.upper() for line in header()]:
+            return True
+        for button in browser.find_elements(By.XPATH, "//button[contains(., 'Stop')]")[:1]:
+            button.click()
+        return False
+
+    wait_for(stopped, "the run stopped")
     stopped = len(browser.execute_script("return fetch('./emotion/charts').then(r => r.json()).then(d => d.points)"))
     time.sleep(2.5)
     after = len(browser.execute_script("return fetch('./emotion/charts').then(r => r.json()).then(d => d.points)"))
