@@ -138,8 +138,12 @@ def _pytorch_files() -> dict[str, Path]:
     }
 
 
+def _dockerfile(name: str) -> Path:
+    return STAND_IN_DIR / f"{name}.Dockerfile"
+
+
 def _built_from(name: str, files: Callable[[], dict[str, Path]]) -> Callable[[str, str, Path], None]:
-    return lambda tag, base, log: docker_build(STAND_IN_DIR / f"{name}.Dockerfile", files(), base, tag, log)
+    return lambda tag, base, log: docker_build(_dockerfile(name), files(), base, tag, log)
 
 
 def stand_ins() -> dict[str, StandIn]:
@@ -152,29 +156,26 @@ def stand_ins() -> dict[str, StandIn]:
         lambda tag, base, log: build_debian_base(tag, DEBIAN_SUITE, log),
     )
 
-    def dockerfile(name: str) -> Path:
-        return STAND_IN_DIR / f"{name}.Dockerfile"
-
     return {
         "debian": debian,
         "tritonserver": StandIn(
             "tritonserver",
             f"nvcr.io/nvidia/tritonserver:{release}-py3",
-            lambda: [dockerfile("tritonserver"), LOCK, VENDORED_TRITON, *(PACKAGE / m for m in BACKEND_BUILD_MODULES)],
+            lambda: [_dockerfile("tritonserver"), LOCK, VENDORED_TRITON, *(PACKAGE / m for m in BACKEND_BUILD_MODULES)],
             _built_from("tritonserver", _tritonserver_files),
             base=debian,
         ),
         "pytorch": StandIn(
             "pytorch",
             f"nvcr.io/nvidia/pytorch:{release}-py3",
-            lambda: [dockerfile("pytorch"), LOCK],
+            lambda: [_dockerfile("pytorch"), LOCK],
             _built_from("pytorch", _pytorch_files),
             base=debian,
         ),
         "prometheus": StandIn(
             "prometheus",
             compose_image("prometheus"),
-            lambda: [dockerfile("prometheus")],
+            lambda: [_dockerfile("prometheus")],
             _built_from("prometheus", dict),
             base=debian,
         ),
