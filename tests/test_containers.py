@@ -37,6 +37,7 @@ from emotion_triton.containers.stand_ins import StandInError, ensure_stand_ins
 from emotion_triton.serving.preflight import free_port
 
 from .conftest import git_checkout, git_status, start_server
+from .test_deploy import seconds
 
 PROJECT = Path(__file__).resolve().parents[1]
 CPU_HOST_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
@@ -361,14 +362,10 @@ def compose_config(compose: ComposeProject) -> dict:
     return yaml.safe_load(compose.run("config", "--format", "yaml").stdout)
 
 
-def duration_seconds(duration: str) -> float:
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in re.findall(r"([\d.]+)([hms])", duration))
-
-
 def healthcheck_bound(compose: ComposeProject) -> float:
     """docs/deploy.md: a broken ensemble is `unhealthy` within interval x (retries + 1) + timeout."""
     check = compose_config(compose)["services"]["tritonserver"]["healthcheck"]
-    return duration_seconds(check["interval"]) * (check["retries"] + 1) + duration_seconds(check["timeout"])
+    return seconds(check["interval"]) * (check["retries"] + 1) + seconds(check["timeout"])
 
 
 def test_a_dead_python_stub_makes_the_container_unhealthy_and_restart_recovers(deployment):
@@ -436,7 +433,7 @@ def test_stop_under_load_answers_the_requests_in_flight_and_exits_within_the_gra
     """docs/deploy.md, "Stopping under load": what `docker compose stop` does to requests, measured."""
     deployment.serving()
     compose = deployment.compose
-    grace = duration_seconds(compose_config(compose)["services"]["tritonserver"]["stop_grace_period"])
+    grace = seconds(compose_config(compose)["services"]["tritonserver"]["stop_grace_period"])
     for keep_sending in (False, True):
         records, signalled, duration = load_through_stop(deployment, keep_sending)
         state = compose.inspect("tritonserver")["State"]
