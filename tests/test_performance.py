@@ -87,13 +87,12 @@ def test_int8_serves_with_the_exports_parity_on_both_classifiers(
     alone_scores = np.array([[p.scores[label] for label in labels] for p in alone])
     mixed_scores = np.array([[p.scores[label] for label in labels] for p in mixed])
     assert np.abs(alone_scores - expected).max() < 1e-4
-    # The label wherever it is decided: a tiny random model's scores are near-uniform, and two classes
-    # within the score tolerance of each other may swap with the summation order of other thread counts.
-    top2 = np.sort(expected, axis=1)[:, -2:]
-    decided = top2[:, 1] - top2[:, 0] > 1e-4
-    assert decided.sum() >= len(texts) // 2
-    served_labels = np.array([p.label for p in alone])
-    assert (served_labels == np.array([labels[i] for i in expected.argmax(1)]))[decided].all()
+    # The served label scores the in-process maximum: a tiny random model's int8 scores can be near-uniform
+    # (on one CI machine 9 of 10 texts had their top two within 1e-4), and classes that close may swap with
+    # the summation order of other thread counts, so a tie is allowed and nothing else.
+    served_columns = [labels.index(p.label) for p in alone]
+    served_expected = expected[np.arange(len(texts)), served_columns]
+    assert (served_expected >= expected.max(axis=1) - 1e-4).all()
     assert np.abs(mixed_scores - expected).max() < INT8_MIXED_BATCH_TOLERANCE
 
 
