@@ -11,15 +11,16 @@ METRICS_PORT ?= 8002
 # libtorch (the production config on Triton's PyTorch backend, CPU instances).
 CLASSIFIER ?= onnx
 
-.PHONY: setup serve test lint build-offline bench clean pytorch-backend
+.PHONY: setup serve test lint build-offline bench clean native-backends
 
-setup: $(STAMP) pytorch-backend
+setup: $(STAMP) native-backends
 
-# Triton's PyTorch backend for the CPU, built once against the pinned torch (cached in .venv/ until
-# torch or the sources change). A failed build is a warning: the Python-backend classifier still works.
-pytorch-backend: $(STAMP)
+# Triton's PyTorch and ONNX Runtime backends for the CPU, built once against the pinned torch and
+# onnxruntime (cached in .venv/ until a wheel or the sources change). A failed build is a warning:
+# the Python-backend classifiers still work.
+native-backends: $(STAMP)
 	@bash build/system-packages.sh $(BIN)/python
-	@$(BIN)/python -m emotion_triton.serving.pytorch_backend || true
+	@$(BIN)/python -m emotion_triton.serving.native_backends || true
 
 $(STAMP): requirements.lock pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The system packages the local server and the tests need, installed when missing (as root, with apt-get):
 # - libpython3.X: the Python backend stub of the pip-shipped tritonserver embeds it;
-# - cmake, g++, RapidJSON and googletest: `python -m emotion_triton.serving.pytorch_backend` builds
-#   Triton's PyTorch backend with them.
+# - cmake, g++, RapidJSON and googletest: `python -m emotion_triton.serving.native_backends` builds
+#   Triton's PyTorch and ONNX Runtime backends with them.
 # - chromium and chromium-driver: tests/test_locust_web.py drives the load test's web page in
 #   headless Chromium (the test is skipped, with this reason, where they are missing).
-# Elsewhere it names what is missing and changes nothing: the PyTorch backend build then says
-# the same in one line, and the Python-backend classifier keeps working.
+# Elsewhere it names what is missing and changes nothing: the backend builds then say the same in
+# one line, and the Python-backend classifiers keep working.
 set -euo pipefail
 python=${1:-python3}
 py=$("$python" -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')

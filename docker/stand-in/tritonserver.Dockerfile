@@ -1,24 +1,26 @@
 # Stand-in for nvcr.io/nvidia/tritonserver:<release>-py3 on a machine that cannot reach NVIDIA's
 # registry: CPU only, Triton 2.51 (the nvidia-pytriton wheel's server) on Debian 12 / Python 3.11.
 # `make containers` builds it from a context it assembles (emotion_triton.containers.stand_ins):
-#   wheels/   the nvidia-pytriton and torch wheels pinned by requirements.lock
-#   vendor/   NVIDIA's r24.10 backend sources (../shared/vendor/triton-r24.10)
-#   python/   the project's emotion_triton/paths.py and serving/pytorch_backend.py (`make setup`'s code)
+#   wheels/   the nvidia-pytriton, torch and onnxruntime wheels pinned by requirements.lock
+#   vendor/   NVIDIA's r24.10 backend sources and ONNX Runtime's C API headers (../shared/vendor)
+#   python/   the project's emotion_triton/paths.py and serving/native_backends.py (`make setup`'s code)
 ARG BASE
 
-# Stage 1: Triton's PyTorch backend for the CPU, built by the code `make setup` runs on the host.
-FROM ${BASE} AS pytorch-backend
+# Stage 1: Triton's PyTorch and ONNX Runtime backends for the CPU, built by the code `make setup`
+# runs on the host, against the locked torch and onnxruntime (its library only: no dependencies).
+FROM ${BASE} AS native-backends
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-dev python3-pip cmake make g++ rapidjson-dev googletest \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements.lock /tmp/requirements.lock
 COPY wheels/ /tmp/wheels/
-RUN python3 -m pip install --no-cache-dir --break-system-packages -c /tmp/requirements.lock /tmp/wheels/torch-*.whl
+RUN python3 -m pip install --no-cache-dir --break-system-packages -c /tmp/requirements.lock /tmp/wheels/torch-*.whl \
+    && python3 -m pip install --no-cache-dir --break-system-packages --no-deps /tmp/wheels/onnxruntime-*.whl
 COPY vendor/ /src/vendor/
 COPY python/ /src/python/
-RUN PYTHONPATH=/src/python python3 -m emotion_triton.serving.pytorch_backend \
-        --sources /src/vendor --cache /tmp/backend-cache --install-to /out
+RUN PYTHONPATH=/src/python python3 -m emotion_triton.serving.native_backends \
+        --sources /src/vendor/triton-r24.10 --cache /tmp/backend-cache --install-to /out
 
 # Stage 2: the server at NVIDIA's paths. Symlinks into the wheel, not copies: the Python backend
 # stub finds its bundled libraries relative to its real path.
@@ -36,7 +38,8 @@ RUN python3 -m pip install --no-cache-dir --break-system-packages --no-deps --ta
         wheel.extractall('/opt/torch', [n for n in wheel.namelist() if n.startswith('torch/lib/lib')])" \
     && python3 -m pip install --no-cache-dir --break-system-packages -c /tmp/requirements.lock numpy \
     && rm -rf /tmp/wheels /tmp/requirements.lock
-COPY --from=pytorch-backend /out/libtriton_pytorch.so /opt/tritonserver/backends/pytorch/libtriton_pytorch.so
+# backends/pytorch/libtriton_pytorch.so; backends/onnxruntime/ with ONNX Runtime's library beside it.
+COPY --from=native-backends /out/ /opt/tritonserver/backends/
 RUN set -e; triton=/opt/pytriton/pytriton/tritonserver; \
     python="python$(python3 -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')"; \
     mkdir -p /opt/tritonserver/bin /opt/tritonserver/backends/python /opt/nvidia; \
@@ -46,7 +49,9 @@ RUN set -e; triton=/opt/pytriton/pytriton/tritonserver; \
     ln -s $triton/python_backend_stubs/${python#python}/triton_python_backend_stub /opt/tritonserver/backends/python/; \
     ln -s /opt/torch/torch/lib/*.so* /opt/tritonserver/backends/pytorch/; \
     ln -s $triton/caches /opt/tritonserver/caches; \
-    ln -s /opt/pytriton/nvidia_pytriton.libs/libtritonserver-*.so /opt/tritonserver/backends/pytorch/libtritonserver.so; \
+    for backend in pytorch onnxruntime; do \
+        ln -s /opt/pytriton/nvidia_pytriton.libs/libtritonserver-*.so /opt/tritonserver/backends/$backend/libtritonserver.so; \
+    done; \
     printf '#!/bin/bash\n# Stand-in for NVIDIA entrypoint: runs the command.\nexec "$@"\n' > /opt/nvidia/nvidia_entrypoint.sh; \
     chmod 0755 /opt/nvidia/nvidia_entrypoint.sh; \
     useradd --uid 1000 --user-group --create-home --shell /bin/bash triton-server; \

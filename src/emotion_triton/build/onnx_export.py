@@ -1,11 +1,12 @@
-"""The classifier as ONNX, for ONNX Runtime on CPUs (configs/onnx.pbtxt), checked before it is installed.
+"""The classifier as ONNX, for ONNX Runtime on CPUs, checked before it is installed.
 
-model.onnx is the same fine-tuned model as model.pt, exported as a plain padded-batch forward pass
-(input_ids, attention_mask [rows, width] -> logits); the served model (emotion_classifier/1/onnx_model.py)
-cuts Triton's requests into chunks of similar length around it. fp32 must match the eager model
-(max |logit difference| < 1e-4, same argmax) on the same batches as model.pt's check; int8 is
-ONNX Runtime's dynamic quantization of that file, refused when it loses more validation accuracy
-than the int8 limit.
+model.onnx is the same fine-tuned model as model.pt behind the same ragged-batch interface as the
+classifier's config.pbtxt (RaggedRows): Triton's ONNX Runtime backend (configs/onnxruntime.pbtxt) hands
+it a dynamic batch's requests flattened and concatenated, with each row's width; the Python-backend
+variant (emotion_classifier/1/onnx_model.py) cuts requests into chunks of similar length first and
+hands it one chunk at a time. fp32 must match the eager model (max |logit difference| < 1e-4, same
+argmax) on the same dynamic batches as model.pt's check; int8 is ONNX Runtime's dynamic quantization
+of that file, refused when it loses more validation accuracy than the int8 limit.
 """
 
 from __future__ import annotations
@@ -18,25 +19,64 @@ import numpy as np
 import torch
 
 from .modeling import sorted_batch_logits
-from .torchscript_export import LOGIT_TOLERANCE, ExportCheckError, LogitsOnly, parity_cases
+from .torchscript_export import LOGIT_TOLERANCE, ExportCheckError, LogitsOnly, parity_cases, ragged_batch
 
-INPUT_NAMES = ["input_ids", "attention_mask"]  # onnx_model.py feeds these
-OUTPUT_NAME = "logits"
+# The classifier config's tensor names (config.pbtxt): the ONNX Runtime backend matches them by name.
+INPUT_NAMES = ["INPUT_IDS__0", "ATTENTION_MASK__1", "ROW_WIDTHS__2"]
+OUTPUT_NAMES = ["LOGITS__0", "TOKEN_COUNTS__1"]
 OPSET = 17
 
 
+class RaggedRows(torch.nn.Module):
+    """forward(input_ids [tokens], attention_mask [tokens], row_widths [rows, 1]) -> (logits, token_counts).
+
+    Triton's ragged batch as the classifier's config declares it: every request's [n, width] ids and
+    mask flattened and concatenated, and each row's width. The graph drops every row's padding and
+    lays the rows out again padded to the longest real row of the batch, then runs the model once.
+    `token_counts` is [rows, 2]: each row's real tokens and the tokens computed for it.
+    """
+
+    def __init__(self, model: torch.nn.Module, pad_token_id: int):
+        super().__init__()
+        self.logits = LogitsOnly(model)
+        self.pad_token_id = pad_token_id
+
+    def forward(self, input_ids, attention_mask, row_widths):
+        widths = row_widths.reshape(-1).to(torch.int64)
+        keep = attention_mask != 0
+        kept = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(keep.to(torch.int64), 0)])
+        ends = torch.cumsum(widths, 0)
+        lengths = kept[ends] - kept[ends - widths]
+        # The real tokens, row after row, then one pad token that every padded position reads.
+        tokens = torch.cat([input_ids[keep], torch.full((1,), self.pad_token_id, dtype=input_ids.dtype)])
+        starts = torch.cumsum(lengths, 0) - lengths
+        width = lengths.max()
+        positions = torch.arange(width)
+        real = positions[None, :] < lengths[:, None]
+        ids = tokens[torch.where(real, starts[:, None] + positions[None, :], tokens.shape[0] - 1)]
+        # [rows, labels] with the label count left unknown to shape inference: the classifier's config
+        # leaves it to the postprocess's labels, and Triton's ONNX Runtime backend refuses a graph
+        # output of a fixed width against the config's -1.
+        logits = self.logits(ids, real.to(torch.int64)).reshape(lengths.shape[0], -1)
+        return logits, torch.stack([lengths, width.expand(lengths.shape[0])], 1)
+
+
 def export(model: torch.nn.Module, tokenizer, example_texts: list[str], max_length: int, path: Path) -> None:
-    """Writes the fp32 eager model's padded-batch forward pass to `path`, batch and length dynamic."""
-    example = tokenizer(example_texts[:4], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    axes = {name: {0: "rows", 1: "width"} for name in INPUT_NAMES} | {OUTPUT_NAME: {0: "rows"}}
+    """Writes the fp32 eager model inside RaggedRows to `path`, tokens and rows dynamic."""
+    requests = [
+        tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        for texts in (example_texts[:3], example_texts[3:4])
+    ]
+    axes = {"INPUT_IDS__0": {0: "tokens"}, "ATTENTION_MASK__1": {0: "tokens"}, "ROW_WIDTHS__2": {0: "rows"}}
+    axes |= {name: {0: "rows"} for name in OUTPUT_NAMES}
     with torch.no_grad():
         # The TorchScript-based exporter: the dynamo exporter needs onnxscript, which is not installed.
         torch.onnx.export(
-            LogitsOnly(model).eval(),
-            (example["input_ids"], example["attention_mask"]),
+            RaggedRows(model, tokenizer.pad_token_id).eval(),
+            ragged_batch(requests),
             str(path),
             input_names=INPUT_NAMES,
-            output_names=[OUTPUT_NAME],
+            output_names=OUTPUT_NAMES,
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
@@ -60,9 +100,20 @@ def session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def run_ragged(onnx_session, input_ids, attention_mask, row_widths) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, token_counts) of one ragged batch, fed as Triton's ONNX Runtime backend feeds it."""
+    ids, mask, widths = INPUT_NAMES
+    feed = {ids: np.asarray(input_ids, np.int64), mask: np.asarray(attention_mask, np.int64)}
+    feed[widths] = np.asarray(row_widths, np.int32)
+    logits, token_counts = onnx_session.run(OUTPUT_NAMES, feed)
+    return logits, token_counts
+
+
 def run(onnx_session, input_ids, attention_mask) -> np.ndarray:
-    feed = {"input_ids": np.asarray(input_ids, np.int64), "attention_mask": np.asarray(attention_mask, np.int64)}
-    return onnx_session.run([OUTPUT_NAME], feed)[0]
+    """The logits of a padded [rows, width] batch (one request of that many texts)."""
+    input_ids = np.asarray(input_ids)
+    widths = np.full((input_ids.shape[0], 1), input_ids.shape[1], np.int32)
+    return run_ragged(onnx_session, input_ids.reshape(-1), np.asarray(attention_mask).reshape(-1), widths)[0]
 
 
 def predict_logits(onnx_session, tokenizer, texts: list[str], max_length: int, num_labels: int) -> np.ndarray:
@@ -71,23 +122,35 @@ def predict_logits(onnx_session, tokenizer, texts: list[str], max_length: int, n
 
 
 def check_against_eager(onnx_session, model, tokenizer, texts: list[str], max_length: int) -> dict:
-    """The fp32 file on every request of model.pt's parity cases, each padded to its longest text."""
+    """The fp32 file on model.pt's parity cases: dynamic batches of requests of one or more texts,
+    each padded to its own longest text, flattened and concatenated as the server hands them over."""
     model.eval()
     worst, checked = 0.0, 0
     with torch.no_grad():
         for case in parity_cases(texts):
-            for batch in case:
-                encoded = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-                eager = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
-                got = torch.from_numpy(run(onnx_session, encoded["input_ids"], encoded["attention_mask"]))
-                diff = float((got - eager).abs().max())
-                worst, checked = max(worst, diff), checked + len(batch)
-                if diff >= LOGIT_TOLERANCE or not torch.equal(got.argmax(1), eager.argmax(1)):
-                    raise ExportCheckError(
-                        f"model.onnx differs from the eager model on {len(batch)} texts of up to "
-                        f"{encoded['input_ids'].shape[1]} tokens: max |logit difference| {diff:.2e} "
-                        f"(limit {LOGIT_TOLERANCE:.0e}); nothing was installed"
-                    )
+            requests = [
+                tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+                for batch in case
+            ]
+            eager = torch.cat(
+                [model(input_ids=r["input_ids"], attention_mask=r["attention_mask"]).logits for r in requests]
+            )
+            logits, token_counts = run_ragged(onnx_session, *ragged_batch(requests))
+            real = torch.cat([r["attention_mask"].sum(1) for r in requests]).numpy()
+            got = torch.from_numpy(logits)
+            diff = float((got - eager).abs().max())
+            worst, checked = max(worst, diff), checked + len(real)
+            if diff >= LOGIT_TOLERANCE or not torch.equal(got.argmax(1), eager.argmax(1)):
+                raise ExportCheckError(
+                    f"model.onnx differs from the eager model on {len(real)} texts in {len(case)} requests of up "
+                    f"to {max(int(r['input_ids'].shape[1]) for r in requests)} tokens: max |logit difference| "
+                    f"{diff:.2e} (limit {LOGIT_TOLERANCE:.0e}); nothing was installed"
+                )
+            if not np.array_equal(token_counts[:, 0], real) or bool((token_counts[:, 1] < real).any()):
+                raise ExportCheckError(
+                    f"model.onnx counts {token_counts[:, 0].tolist()} real tokens per text instead of "
+                    f"{real.tolist()}; nothing was installed"
+                )
     return {"texts_checked": checked, "max_abs_logit_difference": worst, "tolerance": LOGIT_TOLERANCE}
 
 

@@ -27,9 +27,10 @@ STAND_IN_DIR = PROJECT_ROOT / "docker" / "stand-in"
 WHEELS = STATE_DIR / "stand-in-wheels"
 LOCK = PROJECT_ROOT / "requirements.lock"
 VENDORED_TRITON = SHARED_DIR / "vendor" / "triton-r24.10"
+VENDORED_ONNXRUNTIME_HEADERS = SHARED_DIR / "vendor" / "onnxruntime-headers-1.23.2"
 DEBIAN_SUITE = "bookworm"  # the Debian of this kind of machine, and its Python 3.11
 # What the backend build stage imports of the package: `make setup`'s own code, nothing more.
-BACKEND_BUILD_MODULES = ("__init__.py", "paths.py", "serving/__init__.py", "serving/pytorch_backend.py")
+BACKEND_BUILD_MODULES = ("__init__.py", "paths.py", "serving/__init__.py", "serving/native_backends.py")
 PACKAGE = PROJECT_ROOT / "src" / "emotion_triton"
 
 __all__ = ["StandIn", "StandInError", "ensure_stand_ins", "stand_ins"]
@@ -112,10 +113,11 @@ def _update(digest, item: Path | str) -> None:
 
 
 def wheels() -> list[Path]:
-    """The torch and nvidia-pytriton wheels of the lock (pip's find-links serve torch's CPU build here)."""
+    """The torch, onnxruntime and nvidia-pytriton wheels of the lock (pip's find-links serve torch's CPU
+    build here)."""
     WHEELS.mkdir(parents=True, exist_ok=True)
     found = []
-    for name in ("torch", "nvidia-pytriton"):
+    for name in ("torch", "onnxruntime", "nvidia-pytriton"):
         pattern = f"{name.replace('-', '_')}-{pinned(name)}*.whl"
         if not list(WHEELS.glob(pattern)):
             command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(WHEELS)]
@@ -129,7 +131,8 @@ def wheels() -> list[Path]:
 def _tritonserver_files() -> dict[str, Path]:
     files = {f"wheels/{wheel.name}": wheel for wheel in wheels()}
     files |= {f"python/emotion_triton/{module}": PACKAGE / module for module in BACKEND_BUILD_MODULES}
-    return files | {"vendor": VENDORED_TRITON, "requirements.lock": LOCK}
+    vendor = {f"vendor/{folder.name}": folder for folder in (VENDORED_TRITON, VENDORED_ONNXRUNTIME_HEADERS)}
+    return files | vendor | {"requirements.lock": LOCK}
 
 
 def _pytorch_files() -> dict[str, Path]:
@@ -161,7 +164,13 @@ def stand_ins() -> dict[str, StandIn]:
         "tritonserver": StandIn(
             "tritonserver",
             f"nvcr.io/nvidia/tritonserver:{release}-py3",
-            lambda: [_dockerfile("tritonserver"), LOCK, VENDORED_TRITON, *(PACKAGE / m for m in BACKEND_BUILD_MODULES)],
+            lambda: [
+                _dockerfile("tritonserver"),
+                LOCK,
+                VENDORED_TRITON,
+                VENDORED_ONNXRUNTIME_HEADERS,
+                *(PACKAGE / m for m in BACKEND_BUILD_MODULES),
+            ],
             _built_from("tritonserver", _tritonserver_files),
             base=debian,
         ),

@@ -30,6 +30,7 @@ CLASSIFIER_CONFIGS = {
     "libtorch": "cpu",  # the production config.pbtxt on CPU instances: Triton's PyTorch backend
     "python": "python",  # the same model.pt inside a Python-backend model
     "onnx": "onnx",  # model.onnx on ONNX Runtime inside a Python-backend model
+    "onnxruntime": "onnxruntime",  # model.onnx on Triton's ONNX Runtime backend
 }
 
 
@@ -115,7 +116,7 @@ class Ensemble:
 
     def served_file(self, variant: str) -> Path:
         """The classifier file a variant of CLASSIFIER_CONFIGS serves."""
-        return self.onnx_file if variant == "onnx" else self.model_file
+        return self.onnx_file if variant.startswith("onnx") else self.model_file
 
     @property
     def report_file(self) -> Path:

@@ -21,6 +21,7 @@ from tyro.conf import Suppress, arg
 
 from ..repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
 from . import canary
+from .native_backends import NativeBackend, torch_dir
 from .preflight import (
     ServerError,
     backend_directory,
@@ -29,10 +30,10 @@ from .preflight import (
     check_port_free,
     check_repository_folders,
     free_port,
+    native_backend,
     pytriton_dir,
 )
 from .prometheus import triton_metrics
-from .pytorch_backend import torch_dir
 from .tritonserver_flags import TritonServerFlags
 
 SHM_DIR = Path("/dev/shm")
@@ -124,7 +125,7 @@ class LocalServer:
             metrics_port=o.metrics_port,
             address=o.host,
             allow_gpu_metrics=False,
-            backend_directory=str(backend_directory(self._workdir, pytorch=self.needs_pytorch_backend)),
+            backend_directory=str(backend_directory(self._workdir, self.native_backend)),
             extra=tuple(o.extra_args),
         )
 
@@ -132,10 +133,11 @@ class LocalServer:
         return self.flags().argv(str(pytriton_dir() / "bin" / "tritonserver"))
 
     @property
-    def needs_pytorch_backend(self) -> bool:
-        """Whether the selected classifier config runs on Triton's PyTorch (libtorch) backend."""
-        config = self.ensemble.config(self.ensemble.classifier, CLASSIFIER_CONFIGS[self.options.classifier])
-        return config.platform == "pytorch_libtorch" or config.backend == "pytorch"
+    def native_backend(self) -> NativeBackend | None:
+        """The native backend the selected classifier config runs on (None: the Python backend)."""
+        return native_backend(
+            self.ensemble.config(self.ensemble.classifier, CLASSIFIER_CONFIGS[self.options.classifier])
+        )
 
     def preflight(self) -> None:
         if self.options.classifier not in CLASSIFIER_CONFIGS:

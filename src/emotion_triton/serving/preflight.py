@@ -1,6 +1,6 @@
 """What the local server checks before it starts tritonserver, each failure one line with its fix:
 libpython for the Python backend stub, free ports, a repository of models only, built model files that
-load, and the backend folder (the wheel's Python backend, Triton's PyTorch backend built here)."""
+load, and the backend folder (the wheel's Python backend, Triton's native backends built here)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sysconfig
 from pathlib import Path
 
 from ..repository import OFFLINE_BUILD_COMMAND, Ensemble
-from .pytorch_backend import BackendBuildError, ensure_backend
+from .native_backends import BACKENDS, BackendBuildError, NativeBackend
 
 
 class ServerError(RuntimeError):
@@ -26,14 +26,20 @@ def pytriton_dir() -> Path:
     return Path(pytriton.__file__).parent / "tritonserver"
 
 
-def backend_directory(cache: Path, pytorch: bool) -> Path:
-    """A backend folder: the wheel's Python backend and this Python's stub, and with `pytorch`
-    Triton's PyTorch backend built for this torch, all as symlinks.
+def native_backend(config) -> NativeBackend | None:
+    """The native backend a model config runs on (None: the Python backend)."""
+    platforms = {"pytorch_libtorch": "pytorch", "onnxruntime_onnx": "onnxruntime"}
+    return BACKENDS.get(config.backend or platforms.get(config.platform, ""))
+
+
+def backend_directory(cache: Path, native: NativeBackend | None) -> Path:
+    """A backend folder: the wheel's Python backend and this Python's stub, and the `native` backend
+    built here, all as symlinks.
 
     The stub finds its bundled libraries relative to its real path, so copies would not run.
-    The PyTorch backend finds libtritonserver.so next to itself (its RUNPATH is $ORIGIN): the
-    wheel renamed that library, so a link under the original name points at the copy the
-    server has loaded.
+    A native backend finds libtritonserver.so (and ONNX Runtime's library) next to itself (its
+    RUNPATH is $ORIGIN): the wheel renamed that library, so a link under the original name points
+    at the copy the server has loaded.
     """
     root = pytriton_dir()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -48,18 +54,19 @@ def backend_directory(cache: Path, pytorch: bool) -> Path:
         if not source.exists():
             raise ServerError(f"{source} is missing: nvidia-pytriton has no Python backend for Python {version}")
         _link(target / name, source)
-    if pytorch:
+    if native is not None:
         try:
-            library = ensure_backend()
+            library = native.ensure()
+            runtime_files = native.runtime_files()
         except BackendBuildError as error:
-            raise ServerError(f"{error}; or serve the Python-backend classifier: --classifier python") from error
+            raise ServerError(f"{error}; or serve the Python-backend classifier: --classifier onnx") from error
         server_library = next(root.parent.parent.glob("nvidia_pytriton.libs/libtritonserver-*.so"), None)
         if server_library is None:
             raise ServerError("nvidia-pytriton ships no libtritonserver: reinstall it with `make setup`")
-        target = cache / "backends" / "pytorch"
+        target = cache / "backends" / native.name
         target.mkdir(parents=True, exist_ok=True)
-        _link(target / "libtriton_pytorch.so", library)
-        _link(target / "libtritonserver.so", server_library)
+        for name, source in {native.library: library, "libtritonserver.so": server_library, **runtime_files}.items():
+            _link(target / name, source)
     return cache / "backends"
 
 
