@@ -1,8 +1,8 @@
-"""The exported classifier graph and the CPU classifier's speed-ups, in-process on real TorchScript files.
+"""The exported classifier graphs and the Python-backend classifier's core sharing, in-process on real files.
 
 Every serving test runs them inside a real tritonserver too; these tests check what a
-server hides: how the graph cuts a ragged batch into chunks, that the oneDNN rewrite
-changes the kernels and not the logits, and how the instances share the cores.
+server hides: how the TorchScript graph cuts a ragged batch into chunks, that both graphs equal
+the eager model row by row, and how the instances share the cores.
 """
 
 import importlib.util
@@ -13,18 +13,19 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from emotion_triton.build import onnx_export
 from emotion_triton.build.torchscript_export import LogitsOnly, RaggedClassifier, ragged_batch
-from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble, parameter
+from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble
 from emotion_triton.serving.preflight import pytriton_dir
 
-CLASSIFIER_PY = DEFAULT_REPOSITORY / "emotion_classifier" / "1" / "model.py"
+CLASSIFIER_PY = DEFAULT_REPOSITORY / "emotion_classifier" / "1" / "onnx_model.py"
 
 
 @pytest.fixture
 def classifier_module(monkeypatch):
-    """The classifier's model.py, imported with the Python backend's real utility module.
+    """The classifier's onnx_model.py, imported with the Python backend's real utility module.
 
-    The Python backend puts the version folder on sys.path (model.py imports its sibling modules).
+    The Python backend puts the version folder on sys.path (onnx_model.py imports its sibling modules).
     """
     monkeypatch.syspath_prepend(str(CLASSIFIER_PY.parent))
     modules = {}
@@ -85,49 +86,23 @@ def test_the_graph_refuses_rows_that_do_not_add_up():
 
 
 @pytest.mark.parametrize("family", ["distilbert", "roberta"])
-def test_the_exported_graph_equals_the_eager_model_row_by_row(built_repository, family):
+def test_the_exported_graphs_equal_the_eager_model_row_by_row(built_repository, family):
+    """model.pt (chunks of similar length) and model.onnx (the batch padded to its longest real row)."""
     repository, checkpoint = built_repository(family)
     from transformers import AutoModelForSequenceClassification
 
+    ensemble = Ensemble.read(repository)
     eager = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
-    graph = torch.jit.load(str(Ensemble.read(repository).model_file)).eval()
-    vocab = Tokenizer.from_file(str(Ensemble.read(repository).tokenizer_file)).get_vocab_size()
+    graph = torch.jit.load(str(ensemble.model_file)).eval()
+    vocab = Tokenizer.from_file(str(ensemble.tokenizer_file)).get_vocab_size()
     requests = [request(vocab, [23, 9, 2, 16]), request(vocab, [60], seed=1), request(vocab, [7, 7], seed=2)]
     with torch.inference_mode():
         logits, _ = graph(*ragged_batch(requests))
         expected = torch.cat([LogitsOnly(eager)(r["input_ids"], r["attention_mask"]) for r in requests])
+    onnx_logits, token_counts = onnx_export.run_ragged(onnx_export.session(ensemble.onnx_file), *ragged_batch(requests))
     assert torch.allclose(logits, expected, atol=1e-4)
-
-
-@pytest.mark.parametrize("family", ["distilbert", "bert", "albert"])
-def test_onednn_linear_changes_the_kernels_not_the_logits(classifier_module, built_repository, family):
-    repository, _ = built_repository(family)
-    path = str(Ensemble.read(repository).model_file)
-    exported, rewritten = torch.jit.load(path).eval(), torch.jit.load(path).eval()
-    linears = len(exported.inlined_graph.findAllNodes("aten::linear"))
-
-    assert classifier_module.use_onednn_linear(rewritten) == linears > 0
-    assert not rewritten.graph.findAllNodes("aten::linear")
-    assert not rewritten.graph.findAllNodes("mkldnn::_reorder_linear_weight"), "weights are packed once, at load"
-    vocab = Tokenizer.from_file(str(Ensemble.read(repository).tokenizer_file)).get_vocab_size()
-    mixed = request(vocab, [23, 9, 2, 16])
-    lone = {name: tensor[2:3, :2] for name, tensor in mixed.items()}  # one short text: another kernel shape
-    with torch.inference_mode(), torch.jit.optimized_execution(False):
-        (expected, _), (got, _) = exported(*ragged_batch([mixed])), rewritten(*ragged_batch([mixed]))
-        alone, _ = rewritten(*ragged_batch([lone]))
-    assert torch.allclose(got, expected, atol=1e-4)
-    assert torch.equal(got.argmax(1), expected.argmax(1))
-    assert torch.allclose(alone, expected[2:3], atol=1e-4)
-
-
-def test_onednn_linear_keeps_a_module_that_is_not_frozen_correct(classifier_module):
-    eager = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 3)).eval()
-    rewritten = torch.jit.script(eager)
-    # The weights are module attributes, not constants: they are packed on every call, still correct.
-    assert classifier_module.use_onednn_linear(rewritten) == 2
-    x = torch.randn(5, 8)
-    with torch.inference_mode():
-        assert torch.allclose(rewritten(x), eager(x), atol=1e-5)
+    assert torch.allclose(torch.from_numpy(onnx_logits), expected, atol=1e-4)
+    assert token_counts.tolist() == [[length, 60] for length in (23, 9, 2, 16, 60, 7, 7)]
 
 
 def core_sharing(module, instance: int):
@@ -156,12 +131,3 @@ def test_a_lone_instance_may_use_every_core_and_a_crowded_one_may_not(classifier
         first.close()
         second.close()
     assert not os.path.exists(first.path)
-
-
-def test_python_config_names_the_speed_ups():
-    ensemble = Ensemble.read()
-    config = ensemble.config(ensemble.classifier, "python")
-    threads = int(parameter(config, "intra_op_threads"))
-    assert parameter(config, "onednn_linear") in ("true", "false")
-    assert threads >= 1
-    assert int(parameter(config, "intra_op_threads_alone")) in (0, *range(threads + 1, 65))

@@ -28,7 +28,7 @@ def test_serve_reads_every_flag_and_defaults_to_the_dataclasses():
     command = parse(
         ServeCommand,
         [
-            *("--repository", "repo", "--classifier", "python", "--host", "0.0.0.0"),
+            *("--repository", "repo", "--classifier", "onnxruntime", "--host", "0.0.0.0"),
             *("--http-port", "9000", "--grpc-port", "9001", "--metrics-port", "9002"),
             *("--exit-timeout", "3", "--log-file", "triton.log", "--canary-interval", "0.5"),
             *("--canary-failures", "4", "--canary-timeout", "2", "--max-restarts", "1"),
@@ -36,7 +36,7 @@ def test_serve_reads_every_flag_and_defaults_to_the_dataclasses():
         None,
     )
     server, supervision = command.server, command.supervision
-    assert (server.repository, server.classifier, server.host) == (Path("repo"), "python", "0.0.0.0")
+    assert (server.repository, server.classifier, server.host) == (Path("repo"), "onnxruntime", "0.0.0.0")
     assert (server.http_port, server.grpc_port, server.metrics_port) == (9000, 9001, 9002)
     assert (server.exit_timeout, server.log_file) == (3, Path("triton.log"))
     assert supervision == Supervision(canary_interval=0.5, canary_failures=4, canary_timeout=2.0, max_restarts=1)
@@ -82,7 +82,7 @@ def test_bench_reads_every_flag_and_its_checkpoint_default_depends_on_models():
         [
             *("--checkpoint", "ckpt", "--models", "a", "b", "--data", "texts.txt", "--results", "out"),
             *("--concurrency", "1", "2", "--batch-sizes", "4", "--seconds", "0.5", "--lone-requests", "3"),
-            *("--no-int8", "--no-fastapi", "--classifiers", "onnx", "python"),
+            *("--no-int8", "--no-fastapi", "--classifiers", "onnx", "onnxruntime"),
         ]
     )
     assert models == [Path("a"), Path("b")]
@@ -96,7 +96,7 @@ def test_bench_reads_every_flag_and_its_checkpoint_default_depends_on_models():
         lone_requests=3,
         int8=False,
         fastapi=False,
-        classifiers=["onnx", "python"],
+        classifiers=["onnx", "onnxruntime"],
     )
     assert parse_arguments([]) == (BenchOptions(checkpoint=DEFAULT_CHECKPOINT), None)
     assert parse_arguments(["--models", "a"]) == (BenchOptions(checkpoint=None), [Path("a")])

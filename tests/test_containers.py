@@ -173,7 +173,7 @@ def test_the_cpu_host_command_builds_the_model_and_serves_what_the_local_server_
     assert set(git_status(deployment.checkout)) == overrides, "what the build service wrote is ignored by git"
 
     # The local server (make serve's code) on the same model files, with the same classifier config.
-    local = start_server(repository, tmp_path, classifier="libtorch")
+    local = start_server(repository, tmp_path, classifier="onnxruntime")
     try:
         for protocol, url in (("grpc", deployment.grpc_url), ("http", deployment.http_url)):
             served = classify(url, protocol, *TEXTS)
@@ -249,7 +249,7 @@ def test_the_running_container_is_hardened(deployment):
     assert fields["Uid"].split()[0] == "1000" and fields["CapEff"] == "0000000000000000", fields
     assert fields["NoNewPrivs"] == "1"
     pid1 = compose.exec("tritonserver", "cat", "/proc/1/cmdline").stdout.split("\0")
-    assert pid1[0].endswith("tritonserver") and "--model-config-name=cpu" in pid1, pid1
+    assert pid1[0].endswith("tritonserver") and "--model-config-name=onnxruntime" in pid1, pid1
     denied = compose.exec("tritonserver", "touch", "/models/written-by-the-server", check=False)
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
     assert_restricted(deployment.http_url, deployment.admin_key)

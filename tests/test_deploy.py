@@ -477,18 +477,14 @@ def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose,
     config_name = cpu_flags.pop("--model-config-name")
     assert cpu_flags.pop("--allow-gpu-metrics") == "false" and gpu_flags.pop("--allow-gpu-metrics") == "true"
     assert cpu_flags == gpu_flags, "every other flag is the GPU service's"
-    assert config_name == CLASSIFIER_CONFIGS["libtorch"], "the local server's libtorch variant serves the same config"
+    assert config_name == CLASSIFIER_CONFIGS["onnxruntime"], "the local server's onnxruntime variant, same config"
 
-    # The name selects a CPU configuration of the classifier: the production config.pbtxt on KIND_CPU
-    # instances (the libtorch backend); every model it loads runs on CPU instances only.
+    # The name selects a CPU configuration of the classifier on a backend NVIDIA's image ships (it has
+    # no Python onnxruntime); every model it loads runs on CPU instances only.
     ensemble = Ensemble.read(DEFAULT_REPOSITORY)
     assert config_name in classifier_config_names(), f"no {ensemble.classifier}/configs/{config_name}.pbtxt"
     classifier = loaded_config(DEFAULT_REPOSITORY, ensemble.classifier, config_name)
-    assert (
-        classifier.platform
-        == loaded_config(DEFAULT_REPOSITORY, ensemble.classifier, None).platform
-        == "pytorch_libtorch"
-    )
+    assert classifier.platform == "onnxruntime_onnx"
     for model in (ensemble.tokenizer, ensemble.classifier, ensemble.postprocess):
         kinds = {group.kind for group in loaded_config(DEFAULT_REPOSITORY, model, config_name).instance_group}
         assert kinds == {classifier.instance_group[0].KIND_CPU}, f"{model} would ask for a GPU"
@@ -577,7 +573,7 @@ def test_the_image_command_execs_the_flags_of_its_device(tmp_path):
 def test_the_local_server_runs_the_containers_flags(monkeypatch, tmp_path):
     key, exit_timeout = "dummy-admin-key", server.ServerOptions().exit_timeout
     monkeypatch.setattr(server, "pytriton_dir", lambda: tmp_path / "pytriton")
-    monkeypatch.setattr(server, "backend_directory", lambda cache, **_: tmp_path / "backends")
+    monkeypatch.setattr(server, "backend_directory", lambda cache, native: tmp_path / "backends")
     local_server = server.LocalServer(server.ServerOptions(admin_key=key, exit_timeout=exit_timeout))
     try:
         local_command = local_server.command()

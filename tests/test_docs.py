@@ -92,7 +92,8 @@ def server_defaults() -> dict[str, str]:
     exit_timeout = one({"ServerOptions": server.exit_timeout, "TritonServerFlags": flags.exit_timeout}, "exit timeout")
     delays = {name: config.dynamic_batching.max_queue_delay_microseconds for name, config in all_configs().items()}
     production = one({f: delays[f"{CLASSIFIER} {f}"] for f in ("config.pbtxt", "configs/cpu.pbtxt")}, "window")
-    python = one({f: delays[f"{CLASSIFIER} {f}"] for f in ("configs/python.pbtxt", "configs/onnx.pbtxt")}, "window")
+    onnx_variants = ("configs/onnx.pbtxt", "configs/onnxruntime.pbtxt")
+    onnx_window = one({f: delays[f"{CLASSIFIER} {f}"] for f in onnx_variants}, "window")
     steps = one({m: delays[m] for m in ("emotion_tokenizer", "emotion_postprocess")}, "window")
     instances = {name: list(config.instance_group) for name, config in all_configs().items() if name != ENSEMBLE.name}
     count = one({name: tuple(group.count for group in groups) for name, groups in instances.items()}, "instance count")
@@ -104,20 +105,12 @@ def server_defaults() -> dict[str, str]:
     threads = one(
         {
             "cpu": parameter(classifier_config("configs/cpu.pbtxt"), "INTRA_OP_THREAD_COUNT"),
-            **{
-                f: parameter(classifier_config(f), "intra_op_threads")
-                for f in ("configs/python.pbtxt", "configs/onnx.pbtxt")
-            },
+            "onnx": parameter(classifier_config("configs/onnx.pbtxt"), "intra_op_threads"),
+            "onnxruntime": parameter(classifier_config("configs/onnxruntime.pbtxt"), "intra_op_thread_count"),
         },
         "thread count",
     )
-    alone = one(
-        {
-            f: parameter(classifier_config(f), "intra_op_threads_alone")
-            for f in ("configs/python.pbtxt", "configs/onnx.pbtxt")
-        },
-        "thread count when idle",
-    )
+    alone = parameter(classifier_config("configs/onnx.pbtxt"), "intra_op_threads_alone")
     chunking = inspect.signature(RaggedClassifier).parameters
     spread, tokens = chunking["max_length_spread"].default, chunking["max_tokens_per_forward"].default
     onnx = classifier_config("configs/onnx.pbtxt")
@@ -131,14 +124,15 @@ def server_defaults() -> dict[str, str]:
         "ports": f"HTTP {ports['http']}, gRPC {ports['grpc']}, metrics {ports['metrics']}",
         "exit timeout": f"{exit_timeout} s",
         "batching window": f"classifier {milliseconds(production)} (`config.pbtxt`, `configs/cpu.pbtxt`), "
-        f"{milliseconds(python)} (`configs/python.pbtxt`, `configs/onnx.pbtxt`); tokenizer, postprocess "
+        f"{milliseconds(onnx_window)} (`configs/onnx.pbtxt`, `configs/onnxruntime.pbtxt`); tokenizer, postprocess "
         f"{milliseconds(steps)}",
         "instances": f"{count[0]} per model (`KIND_GPU` in the production classifier `config.pbtxt`, `KIND_CPU` "
         "everywhere else)",
         "truncation length": f"{ENSEMBLE.max_length} tokens",
-        "torch threads on the CPU": f"{threads} per instance (`INTRA_OP_THREAD_COUNT` in `configs/cpu.pbtxt`; "
-        f"`intra_op_threads` in `configs/python.pbtxt` and `configs/onnx.pbtxt`), {alone} for a request that "
-        "arrives while the server is idle (`intra_op_threads_alone`)",
+        "threads on the CPU": f"{threads} per instance (`INTRA_OP_THREAD_COUNT` in `configs/cpu.pbtxt`, "
+        "`intra_op_threads` in `configs/onnx.pbtxt`, `intra_op_thread_count` in `configs/onnxruntime.pbtxt`); "
+        f"in `configs/onnx.pbtxt` {alone} for a request that arrives while the server is idle "
+        "(`intra_op_threads_alone`)",
         "chunking of a ragged batch": f"rows at most {spread:g}x (or 8 tokens) longer than the chunk's shortest, "
         f"at most {tokens} tokens a chunk",
         "admin key of the restricted APIs": "a random key per start",
@@ -167,8 +161,9 @@ def limits() -> dict[str, str]:
     production = one(
         {f: queues[f"{CLASSIFIER} {f}"].max_queue_size for f in ("config.pbtxt", "configs/cpu.pbtxt")}, "queue"
     )
-    python = one(
-        {f: queues[f"{CLASSIFIER} {f}"].max_queue_size for f in ("configs/python.pbtxt", "configs/onnx.pbtxt")}, "q"
+    onnx_queue = one(
+        {f: queues[f"{CLASSIFIER} {f}"].max_queue_size for f in ("configs/onnx.pbtxt", "configs/onnxruntime.pbtxt")},
+        "queue",
     )
     step_timeout = one({m: queues[m].default_timeout_microseconds for m in steps}, "queue timeout")
     classifier_timeout = one(
@@ -179,7 +174,7 @@ def limits() -> dict[str, str]:
         "bytes per text": f"{text_bytes // 1024} KiB (`max_text_bytes`, `emotion_tokenizer/config.pbtxt`); longer "
         f"token sequences are truncated to `max_length` ({ENSEMBLE.max_length})",
         "queued requests": f"tokenizer, postprocess {step_queue}; classifier {production} (`config.pbtxt`, "
-        f"`configs/cpu.pbtxt`), {python} (`configs/python.pbtxt`, `configs/onnx.pbtxt`) (`max_queue_size`)",
+        f"`configs/cpu.pbtxt`), {onnx_queue} (`configs/onnx.pbtxt`, `configs/onnxruntime.pbtxt`) (`max_queue_size`)",
         "time in a queue": f"tokenizer, postprocess {step_timeout / 1e6:g} s; classifier {classifier_timeout / 1e6:g} s, "
         "every variant (`default_timeout_microseconds`)",
     }

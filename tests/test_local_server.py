@@ -44,7 +44,7 @@ def test_no_model_offline_names_the_local_build_command(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("broken", "classifier"),
-    [("model.onnx", "onnx"), ("model.pt", "python"), ("model.pt", "libtorch"), ("tokenizer.json", "onnx")],
+    [("model.onnx", "onnx"), ("model.onnx", "onnxruntime"), ("model.pt", "libtorch"), ("tokenizer.json", "onnx")],
 )
 def test_a_corrupt_model_file_is_refused_before_start(tmp_path, built_repository, broken, classifier):
     source, _ = built_repository("distilbert")
@@ -61,9 +61,9 @@ def test_a_repository_built_before_model_onnx_names_the_variant_that_serves_it(t
     repository = tmp_path / "repo"
     shutil.copytree(source, repository)
     next(repository.glob("*/1/model.onnx")).unlink()
-    with pytest.raises(ServerError, match=r"model.onnx is missing: build .*--classifier python"):
+    with pytest.raises(ServerError, match=r"model.onnx is missing: build .*--classifier libtorch"):
         LocalServer(options(repository)).preflight()
-    LocalServer(options(repository, classifier="python")).preflight()  # model.pt is all it needs
+    LocalServer(options(repository, classifier="libtorch")).preflight()  # model.pt is all it needs
 
 
 def test_main_job_serves_then_stops_cleanly_on_sigterm(built_repository, tmp_path):

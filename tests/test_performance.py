@@ -7,13 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from emotion_triton.build import onnx_export
-from emotion_triton.build import pipeline as build_module
+from emotion_triton.build import int8_gate, onnx_export
 from emotion_triton.build.modeling import predict_logits, softmax
 from emotion_triton.build.pipeline import BuildOptions, QuantizationRefused, build
 from emotion_triton.build.torchscript_export import INT8_MIXED_BATCH_TOLERANCE
@@ -38,7 +38,7 @@ def int8_options(tmp_path, checkpoint, small_data):
 
 def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small_data, monkeypatch):
     _, checkpoint = built_repository("bert")
-    monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
+    monkeypatch.setattr(int8_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
     options = int8_options(tmp_path, checkpoint, small_data)
     report = build(options, training_arguments(tmp_path / "run"))
     quantization = report["quantization"]
@@ -47,6 +47,11 @@ def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small
     )
     assert report["validation"]["accuracy"] == quantization["int8_accuracy"]
     assert report["validation_fp32"]["accuracy"] == quantization["fp32_accuracy"]
+    # Measured as served, in both layouts, and held to the worse one.
+    by_layout = quantization["int8_accuracy_by_layout"]
+    assert set(by_layout) == {"requests of 64 texts in file order", "one text per request"}
+    assert quantization["int8_accuracy"] == min(by_layout.values()) == by_layout[quantization["int8_layout"]]
+    assert quantization["installed"] == report["onnx"]["quantization"]["installed"] == "int8"
     scripted = torch.jit.load(str(Ensemble.read(options.repository).model_file))
     assert "quantized::linear_dynamic" in str(scripted.inlined_graph)
 
@@ -59,7 +64,7 @@ def test_int8_serves_with_the_exports_parity_on_both_classifiers(
     ONNX Runtime's for model.onnx); in a dynamic batch of mixed lengths they stay within the
     export's int8 bound (dynamic int8 scales activations per chunk)."""
     _, checkpoint = built_repository("distilbert")
-    monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
+    monkeypatch.setattr(int8_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
     options = int8_options(tmp_path, checkpoint, small_data)
     build(options, training_arguments(tmp_path / "run"))
     ensemble = Ensemble.read(options.repository)
@@ -96,9 +101,31 @@ def test_int8_serves_with_the_exports_parity_on_both_classifiers(
     assert np.abs(mixed_scores - expected).max() < INT8_MIXED_BATCH_TOLERANCE
 
 
+def test_an_int8_file_that_fails_the_gate_is_installed_in_fp32_beside_one_that_passes(
+    tmp_path, built_repository, small_data, monkeypatch
+):
+    _, checkpoint = built_repository("bert")
+    monkeypatch.setattr(int8_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)
+    gate = int8_gate.check
+
+    def torch_int8_fails(what, fp32, int8):
+        verdict = gate(what, fp32, int8)
+        return verdict | {"passed": False} if what == "int8 model.pt" else verdict
+
+    monkeypatch.setattr(int8_gate, "check", torch_int8_fails)
+    options = int8_options(tmp_path, checkpoint, small_data)
+    report = build(options, training_arguments(tmp_path / "run"))
+    ensemble = Ensemble.read(options.repository)
+    assert report["quantization"]["installed"] == "fp32" and report["onnx"]["quantization"]["installed"] == "int8"
+    assert "quantized::linear_dynamic" not in str(torch.jit.load(str(ensemble.model_file)).inlined_graph)
+    assert "validation_fp32" not in report, "the report's validation is the installed fp32 model.pt's"
+    operators = {node.op_type for node in onnx.load(str(ensemble.onnx_file)).graph.node}
+    assert "DynamicQuantizeLinear" in operators, "model.onnx is the int8 file"
+
+
 def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_repository, small_data, monkeypatch):
     _, checkpoint = built_repository("bert")
-    monkeypatch.setattr(build_module, "MAX_INT8_ACCURACY_LOSS_POINTS", -1.0)
+    monkeypatch.setattr(int8_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", -1.0)
     options = int8_options(tmp_path, checkpoint, small_data)
     with pytest.raises(QuantizationRefused, match="nothing was installed"):
         build(options, training_arguments(tmp_path / "run"))

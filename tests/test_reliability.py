@@ -34,7 +34,7 @@ from emotion_triton.build.modeling import predict_logits, softmax
 from emotion_triton.build.torchscript_export import trace
 from emotion_triton.client import ClientError, EmotionClient, RequestTimeoutError, ServerOverloadedError
 from emotion_triton.perf import soak
-from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble
+from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble, set_parameter
 from emotion_triton.serving.local_server import SHM_DIR, SHM_PREFIX, LocalServer, ServerOptions
 from emotion_triton.serving.preflight import ServerError, free_port
 from emotion_triton.serving.prometheus import triton_metrics
@@ -160,8 +160,8 @@ def variant(
     queue_size=None,
     timeout_us=None,
 ) -> Path:
-    """A copy of a built repository whose model.pt runs rows a few at a time (re-exported from
-    `checkpoint` with a small `max_tokens_per_forward`: slow on either classifier variant), with
+    """A copy of a built repository whose model.pt and Python-backend ONNX classifier run rows a few at a
+    time (model.pt re-exported from `checkpoint` with a small `max_tokens_per_forward`), with
     another classifier queue size, or another default queue timeout in all three steps."""
     shutil.copytree(source, target)
     ensemble = Ensemble.read(target)
@@ -170,6 +170,8 @@ def variant(
         model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
         slow = trace(model, tokenizer, KNOWN_TEXTS, ensemble.max_length, max_tokens_per_forward=max_tokens_per_forward)
         torch.jit.save(slow, ensemble.model_file)
+        onnx_config = ensemble.config_path(ensemble.classifier, CLASSIFIER_CONFIGS["onnx"])
+        set_parameter(onnx_config, "max_tokens_per_forward", str(max_tokens_per_forward))
     classifiers = [ensemble.config_path(ensemble.classifier, name) for name in (None, *CLASSIFIER_CONFIGS.values())]
     for config in classifiers:
         if queue_size is not None:
@@ -674,10 +676,10 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_exits_in_time(built_
     )
     exit_timeout = 20
     # The Python-backend classifier: only its one-row chunks keep a tiny model's requests in flight
-    # for seconds (the libtorch one answers them within a metrics interval). Shutdown is the
-    # server's and the supervisor's; the overload and bad-input tests cover both variants.
+    # for seconds (the native ones answer them within a metrics interval). Shutdown is the
+    # server's and the supervisor's; the overload and bad-input tests cover every variant.
     serve = ServeProcess(
-        repository, tmp_path / "triton.log", "--exit-timeout", str(exit_timeout), "--classifier", "python"
+        repository, tmp_path / "triton.log", "--exit-timeout", str(exit_timeout), "--classifier", "onnx"
     )
     try:
         serve.wait_for("Ctrl-C stops it", 180)
@@ -753,7 +755,7 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_exits_in_time(built_
 
 @pytest.mark.parametrize(
     ("missing", "classifier"),
-    [("model.onnx", "onnx"), ("model.pt", "python"), ("model.pt", "libtorch"), ("tokenizer.json", "onnx")],
+    [("model.onnx", "onnx"), ("model.onnx", "onnxruntime"), ("model.pt", "libtorch"), ("tokenizer.json", "onnx")],
 )
 def test_a_missing_model_file_is_refused_before_start(built_repository, tmp_path, missing, classifier):
     """Each variant needs its own model file (model.onnx or model.pt) and the tokenizer's."""
@@ -770,7 +772,11 @@ def test_a_missing_model_file_is_refused_before_start(built_repository, tmp_path
 
 @pytest.mark.parametrize(
     ("broken", "how", "classifier"),
-    [("model.onnx", "missing", "onnx"), ("model.pt", "missing", "python"), ("tokenizer.json", "corrupt", "onnx")],
+    [
+        ("model.onnx", "missing", "onnxruntime"),
+        ("model.pt", "missing", "libtorch"),
+        ("tokenizer.json", "corrupt", "onnx"),
+    ],
 )
 def test_the_server_refuses_to_start_on_a_broken_model_with_a_one_line_cause(
     built_repository, tmp_path, broken, how, classifier

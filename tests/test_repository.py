@@ -92,15 +92,19 @@ def test_the_cpu_config_is_the_production_config_on_cpu_instances():
     assert cpu == production
 
 
-def test_the_python_variant_declares_the_production_contract():
+def test_the_onnx_variants_declare_the_production_contract():
     ensemble = Ensemble.read()
     production = ensemble.config(ensemble.classifier)
-    python = ensemble.config(ensemble.classifier, CLASSIFIER_CONFIGS["python"])
-    assert python.backend == "python" and python.HasField("dynamic_batching")
-    assert declared(production.input) == declared(python.input)
-    assert declared(production.output) == declared(python.output)
-    assert production.max_batch_size == python.max_batch_size
-    assert not python.batch_input  # model.py builds ROW_WIDTHS__2 from the requests itself
+    native = ensemble.config(ensemble.classifier, CLASSIFIER_CONFIGS["onnxruntime"])
+    python = ensemble.config(ensemble.classifier, CLASSIFIER_CONFIGS["onnx"])
+    assert native.platform == "onnxruntime_onnx" and python.backend == "python"
+    for variant in (native, python):
+        assert variant.HasField("dynamic_batching")
+        assert declared(production.input) == declared(variant.input)
+        assert declared(production.output) == declared(variant.output)
+        assert production.max_batch_size == variant.max_batch_size
+    assert native.batch_input == production.batch_input  # the graph reads ROW_WIDTHS__2 as model.pt's does
+    assert not python.batch_input  # onnx_model.py builds ROW_WIDTHS__2 from the requests itself
 
 
 def test_every_batching_model_has_a_bounded_queue():

@@ -1,4 +1,4 @@
-"""What both Python-backend classifiers (model.py, onnx_model.py) do with a dynamic batch of requests.
+"""What the Python-backend classifier (onnx_model.py) does with a dynamic batch of requests.
 
 Imported as a sibling module: the Python backend puts a model's version folder on sys.path.
 """
@@ -9,7 +9,7 @@ import triton_python_backend_utils as pb_utils
 
 
 class RaggedClassifierModel:
-    """execute() and finalize() of both classifiers: a subclass sets `self.cores` (a CoreSharing, or
+    """execute() and finalize() of the classifier: a subclass sets `self.cores` (a CoreSharing, or
     None) in initialize() and defines `_forward`."""
 
     cores = None

@@ -19,10 +19,11 @@ from .. import data as data_module
 from ..evaluation.classification_metrics import classification_metrics, format_metrics, plot_confusion_matrix
 from ..hub import HubUnavailableError, check_local_path, resolve_packaged_model
 from ..repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
+from . import int8_gate
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
-from .onnx_export import build_onnx
+from .onnx_export import build_onnx, session
 from .torchscript_export import STAGING_PREFIX, check_against_eager, install, trace
-from .training import MODEL_CARD_TRAINING, evaluate, fine_tune, plan_training, predicted_ids, training_arguments
+from .training import MODEL_CARD_TRAINING, fine_tune, plan_training, predicted_ids, training_arguments
 
 
 @dataclass
@@ -47,7 +48,7 @@ class BuildOptions:
         metadata={
             "choices": ["none", "int8"],
             "help": "int8: dynamic int8 for CPU serving (PyTorch's of the Linear layers in model.pt, ONNX "
-            "Runtime's in model.onnx), refused if it loses more than 0.5 points",
+            "Runtime's in model.onnx); a file that loses more than 0.5 points as served is installed in fp32",
         },
     )
     max_length: int = field(default=128, metadata={"help": "tokens per text; longer texts are truncated"})
@@ -64,12 +65,9 @@ SOURCE_HINTS = {
     "a single file, or a Hub data set id",
 }
 
-# The most validation accuracy (in percentage points) an int8 model may lose against fp32.
-MAX_INT8_ACCURACY_LOSS_POINTS = 0.5
-
 
 class QuantizationRefused(ValueError):
-    """The quantized model loses too much accuracy, or its loss cannot be measured."""
+    """Both int8 files lose too much accuracy, or their loss cannot be measured."""
 
 
 def run_name(options: BuildOptions) -> str:
@@ -142,7 +140,6 @@ def build(options: BuildOptions, training=None) -> dict:
             "skipped_rows": {name: split.problems.total for name, split in data.splits.items()},
         }
         if "validation" in data.splits:
-            # Kept: the int8 ONNX check compares its labels with these.
             fp32_ids = predicted_ids(model, tokenizer, data, "validation", max_length)
             metrics = classification_metrics(data.ids("validation"), fp32_ids, data.label_names)
             report["validation"] = metrics
@@ -159,33 +156,23 @@ def build(options: BuildOptions, training=None) -> dict:
     try:
         # From the fp32 model: ONNX Runtime quantizes the exported file itself.
         report["onnx"] = build_onnx(model, tokenizer, texts, max_length, onnx_folder, int8)
-        if int8:
-            report["onnx"]["quantization"] = check_onnx_int8(
-                onnx_folder / "model.onnx", fp32_ids, tokenizer, data, max_length, report["validation"]
-            )
+        onnx_file = onnx_folder / "model.onnx"
         stages.update(1)
-
-        if int8:
-            model = quantize_int8(model, tokenizer, data, max_length, report)
-            title = f"{run_name(options)} int8 (validation)"
-            confusion_png = plot_confusion_matrix(report["validation"], work_dir / "confusion_matrix_int8.png", title)
         started = time.perf_counter()
-        scripted = trace(model, tokenizer, texts, max_length)
-        stages.update(1)
-        report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, max_length)
-        stages.update(1)
+        if int8:
+            scripted, onnx_file = _int8_files(model, tokenizer, data, texts, max_length, ensemble, onnx_folder, report)
+            title = f"{run_name(options)} int8 (validation)"
+            if report["quantization"]["installed"] == "int8":
+                confusion_png = plot_confusion_matrix(
+                    report["validation"], work_dir / "confusion_matrix_int8.png", title
+                )
+        else:
+            scripted = trace(model, tokenizer, texts, max_length)
+            report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, max_length)
+        stages.update(2)
         stages.close()
         report["export_seconds"] = round(time.perf_counter() - started, 1)
-        install(
-            ensemble,
-            scripted,
-            tokenizer,
-            label_names,
-            max_length,
-            report,
-            confusion_png,
-            onnx_folder / "model.onnx",
-        )
+        install(ensemble, scripted, tokenizer, label_names, max_length, report, confusion_png, onnx_file)
     finally:
         shutil.rmtree(onnx_folder, ignore_errors=True)
     # The run keeps its own copy: the repository's is replaced by the next build.
@@ -200,56 +187,55 @@ def build(options: BuildOptions, training=None) -> dict:
     return report
 
 
-def _accuracy_loss(fp32: dict, quantized: dict, what: str) -> dict:
-    """The int8 gate: refuses a quantized model that loses more than the limit against fp32."""
-    loss = 100 * (fp32["accuracy"] - quantized["accuracy"])
-    logger.info(
-        "%s: validation accuracy %.4f (fp32 %.4f, loss %.2f points)",
-        what,
-        quantized["accuracy"],
-        fp32["accuracy"],
-        loss,
-    )
-    if loss > MAX_INT8_ACCURACY_LOSS_POINTS:
-        raise QuantizationRefused(
-            f"{what} loses {loss:.2f} points of validation accuracy (limit {MAX_INT8_ACCURACY_LOSS_POINTS}); "
-            "nothing was installed"
-        )
-    return {
-        "fp32_accuracy": fp32["accuracy"],
-        "int8_accuracy": quantized["accuracy"],
-        "accuracy_loss_points": round(loss, 3),
-        "limit_points": MAX_INT8_ACCURACY_LOSS_POINTS,
-    }
-
-
-def check_onnx_int8(path: Path, fp32_ids: list[int], tokenizer, data, max_length: int, fp32_metrics: dict) -> dict:
-    """The int8 model.onnx's validation accuracy, through ONNX Runtime, against the fp32 model's
-    (`fp32_ids`: the fp32 model's predicted class of each validation text)."""
-    from .onnx_export import predict_logits, session
-
-    texts = data.splits["validation"].texts
-    int8_ids = (
-        predict_logits(session(path), tokenizer, texts, max_length, len(data.label_names)).argmax(axis=1).tolist()
-    )
-    metrics = classification_metrics(data.ids("validation"), int8_ids, data.label_names)
-    agreement = sum(a == b for a, b in zip(int8_ids, fp32_ids, strict=True)) / len(fp32_ids)
-    return {**_accuracy_loss(fp32_metrics, metrics, "int8 model.onnx"), "label_agreement_with_fp32": agreement}
-
-
-def quantize_int8(model, tokenizer, data, max_length: int, report: dict):
-    """Dynamic int8 quantization of the Linear layers, refused when it costs too much accuracy."""
+def _int8_files(model, tokenizer, data, texts, max_length, ensemble, onnx_folder: Path, report: dict):
+    """(model.pt to install, model.onnx to install): each int8 file that passes the gate as served
+    (int8_gate), the fp32 one in its place when it does not; QuantizationRefused when neither passes."""
     import torch
 
-    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    metrics = evaluate(quantized, tokenizer, data, "validation", max_length)
     fp32 = report["validation"]
-    report["quantization"] = {
-        "mode": "int8 dynamic (torch.ao.quantization.quantize_dynamic, Linear layers)",
-        **_accuracy_loss(fp32, metrics, "int8 model.pt"),
-    }
-    report["validation_fp32"], report["validation"] = fp32, metrics
-    return quantized
+    request_size = ensemble.max_batch_size
+
+    def served(forward):
+        return int8_gate.served_accuracy(forward, tokenizer, data, max_length, request_size)
+
+    onnx_gate = int8_gate.check(
+        "int8 model.onnx", fp32, served(int8_gate.onnx_forward(session(onnx_folder / "model.onnx")))
+    )
+    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    scripted = trace(quantized, tokenizer, texts, max_length)
+    export_check = check_against_eager(scripted, quantized, tokenizer, texts, max_length)
+    torch_metrics = served(int8_gate.torchscript_forward(scripted))
+    torch_gate = int8_gate.check("int8 model.pt", fp32, torch_metrics)
+    if not (onnx_gate["passed"] or torch_gate["passed"]):
+        raise QuantizationRefused(
+            f"int8 model.onnx loses {onnx_gate['accuracy_loss_points']:.2f} and int8 model.pt "
+            f"{torch_gate['accuracy_loss_points']:.2f} points of validation accuracy as served (limit "
+            f"{int8_gate.MAX_INT8_ACCURACY_LOSS_POINTS}); nothing was installed"
+        )
+    onnx_file = onnx_folder / "model.onnx"
+    for name, gate in (("model.pt", torch_gate), ("model.onnx", onnx_gate)):
+        gate["installed"] = "int8" if gate["passed"] else "fp32"
+        if not gate["passed"]:
+            logger.warning(
+                "int8 %s loses %.2f points as served: %s is installed in fp32, the other file in int8",
+                name,
+                gate["accuracy_loss_points"],
+                name,
+            )
+    if onnx_gate["passed"]:
+        report["onnx"]["precision"] = "int8 dynamic (onnxruntime.quantization.quantize_dynamic, QInt8 weights)"
+    else:
+        onnx_file = onnx_folder / "model-fp32.onnx"
+    report["onnx"]["quantization"] = onnx_gate
+    report["quantization"] = {"mode": "int8 dynamic (torch.ao.quantization.quantize_dynamic, Linear layers)"}
+    report["quantization"] |= torch_gate
+    if torch_gate["passed"]:
+        report["validation_fp32"], report["validation"] = fp32, torch_metrics
+        report["export_check"] = export_check
+    else:
+        scripted = trace(model, tokenizer, texts, max_length)
+        report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, max_length)
+    return scripted, onnx_file
 
 
 def _load_data(source: str, label_names: list[str] | None):

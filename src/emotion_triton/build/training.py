@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ..data import EMOTION_DATA_DIR, LabelledData
-from ..evaluation.classification_metrics import classification_metrics
 from ..repository import OFFLINE_PRESET
 from .modeling import predict_logits
 
@@ -74,12 +73,6 @@ def training_arguments(output_dir: Path | str, **settings):
     from transformers import TrainingArguments
 
     return TrainingArguments(**{**TRAINING_DEFAULTS, **settings, "output_dir": str(output_dir)})
-
-
-def evaluate(model, tokenizer, data: LabelledData, split: str, max_length: int) -> dict:
-    return classification_metrics(
-        data.ids(split), predicted_ids(model, tokenizer, data, split, max_length), data.label_names
-    )
 
 
 def predicted_ids(model, tokenizer, data: LabelledData, split: str, max_length: int) -> list[int]:

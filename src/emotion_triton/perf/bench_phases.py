@@ -25,7 +25,14 @@ from ..build.training import training_arguments
 from ..client.load import Load, drive, latency_ms
 from ..evaluation.labelled_data import read_labelled
 from ..evaluation.server_accuracy import EvaluationOptions, evaluate_served
-from ..repository import CLASSIFIER_CONFIGS, DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND, PROJECT_ROOT, copy_sources
+from ..repository import (
+    CLASSIFIER_CONFIGS,
+    DEFAULT_CHECKPOINT,
+    OFFLINE_BUILD_COMMAND,
+    PROJECT_ROOT,
+    Ensemble,
+    copy_sources,
+)
 from ..serving.local_server import DEFAULT_CLASSIFIER, ClassifierName, LocalServer, ServerOptions
 from ..serving.preflight import free_port
 from ..serving.prometheus import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
@@ -219,6 +226,13 @@ def serve_repository(repository: Path, workdir: Path, classifier: str = DEFAULT_
     server = LocalServer(options)
     server.start()
     return server
+
+
+def installed_precision(ensemble: Ensemble, classifier: str) -> str:
+    """ "int8" or "fp32": the precision of the file a classifier variant serves, as its build report says."""
+    report = json.loads(ensemble.report_file.read_text())
+    gate = report.get("onnx", {}) if ensemble.served_file(classifier) == ensemble.onnx_file else report
+    return gate.get("quantization", {}).get("installed", "fp32")
 
 
 def export_repository(checkpoint: Path, data: str, target: Path, quantize: str) -> Path:

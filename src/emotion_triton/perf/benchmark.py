@@ -43,6 +43,7 @@ from .bench_phases import (
     eager_reference,
     ensemble_sender,
     export_repository,
+    installed_precision,
     lone_requests,
     measure,
     serve_repository,
@@ -104,6 +105,11 @@ def run(options: BenchOptions) -> dict:
     points, lone, accuracy = [], [], {}
     for precision, repository in repositories:
         for classifier in options.classifiers:
+            installed = installed_precision(Ensemble.read(repository), classifier)
+            if installed != precision:  # the int8 gate installed this variant's file in fp32
+                logger.info("%s serves %s in the %s repository: not measured again", classifier, installed, precision)
+                results.setdefault("not_installed", []).append(f"triton-{classifier}-{precision}")
+                continue
             server = serve_repository(repository, options.results, classifier)
             try:
                 system = f"triton-{classifier}-{precision}"

@@ -28,9 +28,9 @@ DEFAULT_ENSEMBLE = "emotion"
 # selects it (emotion_classifier/configs/<name>.pbtxt; the other models keep their config.pbtxt).
 CLASSIFIER_CONFIGS = {
     "libtorch": "cpu",  # the production config.pbtxt on CPU instances: Triton's PyTorch backend
-    "python": "python",  # the same model.pt inside a Python-backend model
     "onnx": "onnx",  # model.onnx on ONNX Runtime inside a Python-backend model
     "onnxruntime": "onnxruntime",  # model.onnx on Triton's ONNX Runtime backend
+    "onnxruntime_1x2": "onnxruntime_1x2",  # EXPERIMENT
 }
 
 

@@ -66,7 +66,8 @@ class ServerOptions:
     grpc_port: int = 8001
     metrics_port: int = 8002
     classifier: ClassifierName = DEFAULT_CLASSIFIER
-    """onnx: model.onnx on ONNX Runtime, python: model.pt, both in a Python-backend model; libtorch: Triton's PyTorch"""
+    """onnxruntime: model.onnx on Triton's ONNX Runtime backend; onnx: model.onnx on ONNX Runtime in a
+    Python-backend model; libtorch: model.pt on Triton's PyTorch backend (the production config on CPU instances)"""
     exit_timeout: int = 30
     """seconds requests in flight get on shutdown"""
     ready_timeout: float = 180.0

@@ -115,7 +115,7 @@ def check_built_model(ensemble: Ensemble, classifier: str) -> None:
     for path, load in ((ensemble.served_file(classifier), _load_model), (ensemble.tokenizer_file, Tokenizer.from_file)):
         rel = relative_path(path)
         if not path.is_file():
-            other = " (or serve model.pt: --classifier python)" if path == ensemble.onnx_file else ""
+            other = " (or serve model.pt: --classifier libtorch)" if path == ensemble.onnx_file else ""
             raise ServerError(f"{rel} is missing: build the model with `{OFFLINE_BUILD_COMMAND}`{other}")
         try:
             load(str(path))

@@ -3,12 +3,12 @@
     python -m emotion_triton.commands.serve [--http-port 8000] [--grpc-port 8001] [--metrics-port 8002]
 
 It checks what it needs first (libpython, free ports, a built and loadable
-model, Triton's PyTorch backend), starts tritonserver with the CPU configuration of
+model, the native backend its classifier needs), starts tritonserver with a CPU configuration of
 the classifier (`--classifier libtorch`: the production config.pbtxt on CPU
-instances, `--model-config-name=cpu`; `--classifier python`: the same model.pt in
-a Python-backend model, `--model-config-name=python`; `--classifier onnx`, the default:
-model.onnx of the same checkpoint on ONNX Runtime in a Python-backend model,
-`--model-config-name=onnx`),
+instances, `--model-config-name=cpu`; `--classifier onnxruntime`: model.onnx of the same
+checkpoint on Triton's ONNX Runtime backend, `--model-config-name=onnxruntime`;
+`--classifier onnx`: model.onnx on ONNX Runtime in a Python-backend model,
+`--model-config-name=onnx`; the default is DEFAULT_CLASSIFIER in local_server.py),
 waits until the ensemble answers a real inference, and then keeps checking
 that it does (an inference canary every `--canary-interval` seconds: Triton
 2.51 keeps reporting "ready" when a Python-backend stub has died).
