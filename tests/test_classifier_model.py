@@ -9,6 +9,7 @@ import importlib.util
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer
@@ -103,6 +104,11 @@ def test_the_exported_graphs_equal_the_eager_model_row_by_row(built_repository, 
     assert torch.allclose(logits, expected, atol=1e-4)
     assert torch.allclose(torch.from_numpy(onnx_logits), expected, atol=1e-4)
     assert token_counts.tolist() == [[length, 60] for length in (23, 9, 2, 16, 60, 7, 7)]
+    # A token id outside the vocabulary costs its own row, not the batch.
+    requests[1]["input_ids"][0, 5] = 1 << 40
+    onnx_logits, _ = onnx_export.run_ragged(onnx_export.session(ensemble.onnx_file), *ragged_batch(requests))
+    assert np.isnan(onnx_logits[4]).all() and not np.isnan(np.delete(onnx_logits, 4, axis=0)).any()
+    assert torch.allclose(torch.from_numpy(np.delete(onnx_logits, 4, axis=0)), expected[[0, 1, 2, 3, 5, 6]], atol=1e-4)
 
 
 def core_sharing(module, instance: int):

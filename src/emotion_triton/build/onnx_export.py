@@ -33,13 +33,16 @@ class RaggedRows(torch.nn.Module):
     Triton's ragged batch as the classifier's config declares it: every request's [n, width] ids and
     mask flattened and concatenated, and each row's width. The graph drops every row's padding and
     lays the rows out again padded to the longest real row of the batch, then runs the model once.
-    `token_counts` is [rows, 2]: each row's real tokens and the tokens computed for it.
+    `token_counts` is [rows, 2]: each row's real tokens and the tokens computed for it. A row holding
+    a token id outside the vocabulary gets NaN logits (which the postprocess refuses for its request
+    alone) instead of failing the whole batch in the embedding lookup.
     """
 
     def __init__(self, model: torch.nn.Module, pad_token_id: int):
         super().__init__()
         self.logits = LogitsOnly(model)
         self.pad_token_id = pad_token_id
+        self.vocab_size = model.config.vocab_size
 
     def forward(self, input_ids, attention_mask, row_widths):
         widths = row_widths.reshape(-1).to(torch.int64)
@@ -54,10 +57,13 @@ class RaggedRows(torch.nn.Module):
         positions = torch.arange(width)
         real = positions[None, :] < lengths[:, None]
         ids = tokens[torch.where(real, starts[:, None] + positions[None, :], tokens.shape[0] - 1)]
+        unknown = (ids < 0) | (ids >= self.vocab_size)
+        ids = torch.where(unknown, torch.full_like(ids, self.pad_token_id), ids)
         # [rows, labels] with the label count left unknown to shape inference: the classifier's config
         # leaves it to the postprocess's labels, and Triton's ONNX Runtime backend refuses a graph
         # output of a fixed width against the config's -1.
         logits = self.logits(ids, real.to(torch.int64)).reshape(lengths.shape[0], -1)
+        logits = torch.where(unknown.any(1, keepdim=True), torch.full_like(logits, float("nan")), logits)
         return logits, torch.stack([lengths, width.expand(lengths.shape[0])], 1)
 
 

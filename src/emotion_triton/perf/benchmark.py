@@ -33,6 +33,7 @@ from tyro.conf import arg
 
 from .. import data as data_module
 from ..build.modeling import load_classifier, load_tokenizer
+from ..build.pipeline import QuantizationRefused
 from ..command_line import parse
 from ..evaluation.server_accuracy import EvaluationOptions, evaluate_served
 from ..hub import ModelSourceError
@@ -91,8 +92,12 @@ def run(options: BenchOptions) -> dict:
 
     repositories = [("fp32", fp32_repository)]
     if options.int8:
-        int8_repository = export_repository(options.checkpoint, options.data, options.results / "repo-int8", "int8")
-        repositories.append(("int8", int8_repository))
+        try:
+            int8_repository = export_repository(options.checkpoint, options.data, options.results / "repo-int8", "int8")
+            repositories.append(("int8", int8_repository))
+        except QuantizationRefused as refused:  # the build's gate: neither int8 file keeps the accuracy as served
+            logger.warning("no int8 repository: %s", refused)
+            results["int8_refused"] = str(refused)
     logger.info("in-process: ONNX Runtime on the repositories' model.onnx, %d threads", os.cpu_count())
     results["onnx_runtime"] = [
         {"precision": precision}
