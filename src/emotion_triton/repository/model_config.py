@@ -30,7 +30,6 @@ CLASSIFIER_CONFIGS = {
     "libtorch": "cpu",  # the production config.pbtxt on CPU instances: Triton's PyTorch backend
     "onnx": "onnx",  # model.onnx on ONNX Runtime inside a Python-backend model
     "onnxruntime": "onnxruntime",  # model.onnx on Triton's ONNX Runtime backend
-    "onnxruntime_1x2": "onnxruntime_1x2",  # EXPERIMENT
 }
 
 
