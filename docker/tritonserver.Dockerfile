@@ -1,5 +1,5 @@
 # The serving image: NVIDIA's Triton release, plus exactly what the Python-backend
-# models of model_repository/ import (numpy, tokenizers), pinned by requirements.lock.
+# models of model_repository/ import (numpy, tokenizers, onnxruntime), pinned by requirements.lock.
 # The model repository is not in the image: it is mounted at /models (read-only).
 #
 #   docker compose build tritonserver          (passes NGC_RELEASE from docker-compose.yml)
@@ -13,11 +13,14 @@ FROM nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3
 USER root
 COPY requirements.lock /tmp/requirements.lock
 # --no-deps: the models need tokenizers' Rust core only (Tokenizer.from_file), not the Hub client it
-# declares. PIP_BREAK_SYSTEM_PACKAGES: the image's Python (3.12, Ubuntu 24.04) is marked externally
-# managed; these two wheels are all the Python backend stubs import besides the standard library.
+# declares, and onnxruntime's inference session only (the CPU classifier, configs/onnx.pbtxt), not
+# the quantization and conversion tools its other dependencies serve. PIP_BREAK_SYSTEM_PACKAGES: the
+# image's Python (3.12, Ubuntu 24.04) is marked externally managed; these wheels are all the Python
+# backend stubs import besides the standard library.
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 PIP_CONSTRAINT= python3 -m pip install --no-cache-dir --no-deps \
-        -c /tmp/requirements.lock numpy tokenizers \
-    && python3 -c "import numpy, tokenizers; print('numpy', numpy.__version__, 'tokenizers', tokenizers.__version__)" \
+        -c /tmp/requirements.lock numpy tokenizers onnxruntime \
+    && python3 -c "import numpy, tokenizers, onnxruntime; print('numpy', numpy.__version__, 'tokenizers', \
+        tokenizers.__version__, 'onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())" \
     && rm /tmp/requirements.lock
 
 # The healthcheck and the canary it runs (the local server's too), and the one definition of the

@@ -34,6 +34,8 @@ import yaml
 from emotion_triton.client import ClientError, EmotionClient
 from emotion_triton.containers import ComposeProject, EngineUnavailable, ensure_compose, ensure_engine
 from emotion_triton.containers.stand_ins import StandInError, ensure_stand_ins
+from emotion_triton.repository import CLASSIFIER_CONFIGS
+from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER
 from emotion_triton.serving.preflight import free_port
 
 from .conftest import git_checkout, git_status, start_server
@@ -173,7 +175,7 @@ def test_the_cpu_host_command_builds_the_model_and_serves_what_the_local_server_
     assert set(git_status(deployment.checkout)) == overrides, "what the build service wrote is ignored by git"
 
     # The local server (make serve's code) on the same model files, with the same classifier config.
-    local = start_server(repository, tmp_path, classifier="onnxruntime")
+    local = start_server(repository, tmp_path)  # make serve's default classifier, the container's config
     try:
         for protocol, url in (("grpc", deployment.grpc_url), ("http", deployment.http_url)):
             served = classify(url, protocol, *TEXTS)
@@ -249,7 +251,9 @@ def test_the_running_container_is_hardened(deployment):
     assert fields["Uid"].split()[0] == "1000" and fields["CapEff"] == "0000000000000000", fields
     assert fields["NoNewPrivs"] == "1"
     pid1 = compose.exec("tritonserver", "cat", "/proc/1/cmdline").stdout.split("\0")
-    assert pid1[0].endswith("tritonserver") and "--model-config-name=onnxruntime" in pid1, pid1
+    assert (
+        pid1[0].endswith("tritonserver") and f"--model-config-name={CLASSIFIER_CONFIGS[DEFAULT_CLASSIFIER]}" in pid1
+    ), pid1
     denied = compose.exec("tritonserver", "touch", "/models/written-by-the-server", check=False)
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
     assert_restricted(deployment.http_url, deployment.admin_key)

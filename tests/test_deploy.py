@@ -46,6 +46,7 @@ from emotion_triton.containers.stand_ins import STAND_IN_DIR
 from emotion_triton.repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY, Ensemble, parse_config
 from emotion_triton.serving import canary, tritonserver_flags
 from emotion_triton.serving import local_server as server
+from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER
 from emotion_triton.serving.preflight import free_port
 from emotion_triton.serving.tritonserver_flags import DEVICE_VARIABLE, TritonServerFlags
 
@@ -63,7 +64,7 @@ K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest supported upstream release to the newest schemas
 ADMIN_PLACEHOLDER = "@TRITON_ADMIN_KEY@"
 MINIMUM_RELEASE = (25, 10)  # older releases are affected by the 2025 security bulletins
-ALLOWED_MODEL_IMPORTS = {"numpy", "torch", "tokenizers", "triton_python_backend_utils"}
+ALLOWED_MODEL_IMPORTS = {"numpy", "torch", "tokenizers", "onnxruntime", "triton_python_backend_utils"}
 # Flags only the local server has (CPU configs, the wheel's backends, loopback).
 LOCAL_ONLY = {"--model-config-name", "--backend-directory", "--http-address", "--grpc-address", "--metrics-address"}
 PER_DEPLOYMENT = {"--model-repository", "--http-port", "--grpc-port", "--metrics-port", "--allow-gpu-metrics"}
@@ -477,14 +478,12 @@ def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose,
     config_name = cpu_flags.pop("--model-config-name")
     assert cpu_flags.pop("--allow-gpu-metrics") == "false" and gpu_flags.pop("--allow-gpu-metrics") == "true"
     assert cpu_flags == gpu_flags, "every other flag is the GPU service's"
-    assert config_name == CLASSIFIER_CONFIGS["onnxruntime"], "the local server's onnxruntime variant, same config"
+    assert config_name == CLASSIFIER_CONFIGS[DEFAULT_CLASSIFIER], "the container serves what `make serve` serves"
 
-    # The name selects a CPU configuration of the classifier on a backend NVIDIA's image ships (it has
-    # no Python onnxruntime); every model it loads runs on CPU instances only.
+    # The name selects a CPU configuration of the classifier; every model it loads runs on CPU instances only.
     ensemble = Ensemble.read(DEFAULT_REPOSITORY)
     assert config_name in classifier_config_names(), f"no {ensemble.classifier}/configs/{config_name}.pbtxt"
     classifier = loaded_config(DEFAULT_REPOSITORY, ensemble.classifier, config_name)
-    assert classifier.platform == "onnxruntime_onnx"
     for model in (ensemble.tokenizer, ensemble.classifier, ensemble.postprocess):
         kinds = {group.kind for group in loaded_config(DEFAULT_REPOSITORY, model, config_name).instance_group}
         assert kinds == {classifier.instance_group[0].KIND_CPU}, f"{model} would ask for a GPU"
@@ -624,15 +623,26 @@ def container_healthcheck_path() -> str:
     return container_copy("deploy/healthcheck.py")
 
 
+def container_python_model_files() -> list[Path]:
+    """The Python files of every Python-backend model a container loads (GPU and CPU configs), with their siblings."""
+    ensemble = Ensemble.read(DEFAULT_REPOSITORY)
+    files = set()
+    for model in (ensemble.tokenizer, ensemble.classifier, ensemble.postprocess):
+        for name in tritonserver_flags.DEVICE_CONFIGS.values():
+            config = loaded_config(DEFAULT_REPOSITORY, model, name)
+            if config.backend == "python":
+                folder = DEFAULT_REPOSITORY / model / "1"
+                files |= {folder / (config.default_model_filename or "model.py"), *folder.glob("*.py")}
+    return sorted(files)
+
+
 def test_serving_image_adds_exactly_what_the_python_models_import():
-    needed = set()
-    for config_path in DEFAULT_REPOSITORY.glob("*/config.pbtxt"):
-        if parse_config(config_path).backend == "python":
-            needed |= third_party_imports(config_path.parent / "1" / "model.py")
-    needed -= {"triton_python_backend_utils"}  # the Python backend's own module
-    assert needed == {"numpy", "tokenizers"}
+    needed = set().union(*(third_party_imports(path) for path in container_python_model_files()))
+    siblings = {path.stem for path in container_python_model_files()}  # on sys.path in the Python backend
+    needed -= {"triton_python_backend_utils"} | siblings  # the Python backend's own module
+    assert needed == {"numpy", "tokenizers", "onnxruntime"}
     installed = pip_packages(SERVING_DOCKERFILE)
-    assert installed == needed, "the image adds exactly what the production Python models import"
+    assert installed == needed, "the image adds exactly what the Python models of the containers import"
     pins = locked()
     assert all(name in pins for name in installed), "pinned by requirements.lock"
     run = " ".join(v for cmd, value, _ in dockerfile_instructions(SERVING_DOCKERFILE) if cmd == "RUN" for v in value)
@@ -642,13 +652,10 @@ def test_serving_image_adds_exactly_what_the_python_models_import():
 
 
 def test_model_files_import_only_what_the_images_have():
-    for model in DEFAULT_REPOSITORY.glob("*/1/model.py"):
-        siblings = {path.stem for path in model.parent.glob("*.py")}  # on sys.path in the Python backend
-        imported = set().union(
-            *(third_party_imports(path) for path in model.parent.glob("*.py") if path.stem != "onnx_model")
-        )
-        extra = imported - siblings - ALLOWED_MODEL_IMPORTS
-        assert not extra, f"{model.relative_to(ROOT)} imports {extra}: the serving image does not have them"
+    for path in DEFAULT_REPOSITORY.glob("*/1/*.py"):
+        siblings = {sibling.stem for sibling in path.parent.glob("*.py")}  # on sys.path in the Python backend
+        extra = third_party_imports(path) - siblings - ALLOWED_MODEL_IMPORTS
+        assert not extra, f"{path.relative_to(ROOT)} imports {extra}: the serving image does not have them"
 
 
 def extra_requirements(extra: str) -> set[str]:

@@ -1,12 +1,10 @@
 """The container's healthcheck against a real saturated tritonserver.
 
 tests/test_deploy.py shows by arithmetic that every probe's timeout outlasts the slowest answer of a
-saturated server. Here the CPU deployment's healthcheck (docker-compose.cpu.yml) runs as docker runs
-it, a python3 process, against the local tritonserver while its classifier queue is full, and answers
-"healthy" within its timeout: a busy server is not a broken one. The server runs the CPU container's
-configurations with the classifier's libtorch twin (configs/cpu.pbtxt) in place of the ONNX Runtime
-one the container loads: the same queue timeouts (checked), and a TorchScript graph can be exported to
-run rows one at a time, which keeps a tiny model saturated; a native ONNX Runtime graph cannot.
+saturated server. Here the CPU deployment's healthcheck (docker-compose.cpu.yml, with the configuration the
+CPU container loads: configs/onnx.pbtxt, run rows one at a time) runs as docker runs it, a python3
+process, against the local tritonserver serving the same configurations while its classifier queue is
+full, and answers "healthy" within its timeout: a busy server is not a broken one.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import time
 import pytest
 import tritonclient.grpc as grpcclient
 
-from emotion_triton.repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY, Ensemble
+from emotion_triton.repository import CLASSIFIER_CONFIGS
 
 from .conftest import start_server
 from .test_deploy import (
@@ -127,14 +125,8 @@ def test_the_cpu_healthcheck_answers_alive_in_time_on_a_saturated_server(
     # The CPU container's check and the configuration it serves, read from the compose files.
     service = merge_compose(load_compose(COMPOSE_FILE), load_compose(CPU_COMPOSE_FILE))["services"]["tritonserver"]
     config_name = flags(container_command(service.get("environment"))[1:])["--model-config-name"]
-    assert config_name in CLASSIFIER_CONFIGS.values(), f"the local server cannot serve configs/{config_name}.pbtxt"
-    twin = CLASSIFIER_CONFIGS["libtorch"]
-    ensemble = Ensemble.read(DEFAULT_REPOSITORY)
-    timeouts = {}
-    for name in (config_name, twin):
-        policy = ensemble.config(ensemble.classifier, name).dynamic_batching.default_queue_policy
-        timeouts[name] = (policy.timeout_action, policy.default_timeout_microseconds, policy.allow_timeout_override)
-    assert timeouts[config_name] == timeouts[twin], "the twin must refuse and time out the same way"
+    classifier = [key for key, name in CLASSIFIER_CONFIGS.items() if name == config_name]
+    assert classifier, f"the local server cannot serve configs/{config_name}.pbtxt: {CLASSIFIER_CONFIGS}"
     readiness = service["healthcheck"]["test"][3:]  # CMD python3 healthcheck.py ...
     probe_timeout = seconds(service["healthcheck"]["timeout"])
     args = load_healthcheck().parse_args(readiness)
@@ -151,10 +143,9 @@ def test_the_cpu_healthcheck_answers_alive_in_time_on_a_saturated_server(
     source, checkpoint = built_repository(FAMILY)
     repository = variant(source, tmp_path / "repo", checkpoint, max_tokens_per_forward=64, queue_size=queue_size)
     worst = canary_worst_case(repository, config_name)
-    assert worst == canary_worst_case(repository, twin)
     assert args.canary_timeout >= worst and probe_timeout >= args.timeout + PYTHON_START_SECONDS
 
-    server = start_server(repository, tmp_path, classifier="libtorch")
+    server = start_server(repository, tmp_path, classifier=classifier[0])
     flood = None
     try:
         idle, _, _ = run_check(server.http_url, readiness, probe_timeout)

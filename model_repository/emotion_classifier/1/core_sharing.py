@@ -1,6 +1,6 @@
 """Lets a Python-backend classifier's forward pass use more threads while its other instances are idle.
 
-Shared by model.py and onnx_model.py (a sibling module: the Python backend puts a model's
+Used by onnx_model.py (a sibling module: the Python backend puts a model's
 version folder on sys.path).
 """
 

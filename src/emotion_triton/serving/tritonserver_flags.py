@@ -6,8 +6,8 @@
   execs tritonserver with the production flags, so tritonserver stays PID 1. docker-compose.yml
   and deploy/k8s/deployment.yaml use the image's command as it is; a host without a GPU sets
   EMOTION_TRITON_DEVICE=cpu (docker-compose.cpu.yml), which selects the fastest CPU configuration of
-  the classifier that runs in the image (--model-config-name=onnxruntime: model.onnx on Triton's ONNX
-  Runtime backend, measured by `make bench`) and turns off the GPU metrics.
+  the classifier (--model-config-name=onnx: model.onnx on ONNX Runtime in a Python-backend model, as
+  `make serve`; measured by `make bench`) and turns off the GPU metrics.
 - The local server (emotion_triton.serving.local_server) builds its command line from the same
   object, with its own repository, classifier configuration, backend folder and loopback ports.
 
@@ -28,9 +28,8 @@ ADMIN_HEADER = "admin-key"
 ADMIN_KEY_PLACEHOLDER = "@TRITON_ADMIN_KEY@"  # the image's entrypoint replaces it with the key
 DEVICE_VARIABLE = "EMOTION_TRITON_DEVICE"
 # --model-config-name per device of a container: the production config.pbtxt files on a GPU; on a host
-# without one, the classifier's fastest CPU configuration that runs in NVIDIA's image (which has no
-# Python onnxruntime): configs/onnxruntime.pbtxt, 2-3x configs/cpu.pbtxt's texts/s (docs/performance.md).
-DEVICE_CONFIGS: dict[str, str | None] = {"gpu": None, "cpu": "onnxruntime"}
+# without one, the classifier's fastest CPU configuration, `make serve`'s (docs/performance.md).
+DEVICE_CONFIGS: dict[str, str | None] = {"gpu": None, "cpu": "onnx"}
 CONTAINER_REPOSITORY = "/models"
 
 
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "--device",
         choices=sorted(DEVICE_CONFIGS),
         default=os.environ.get(DEVICE_VARIABLE) or "gpu",
-        help=f"gpu: the production configs; cpu: the classifier's configs/onnxruntime.pbtxt "
+        help=f"gpu: the production configs; cpu: the classifier's configs/onnx.pbtxt "
         f"(default: ${DEVICE_VARIABLE} or gpu)",
     )
     parser.add_argument("--print", action="store_true", help="print the command line, one argument a line, and exit")
