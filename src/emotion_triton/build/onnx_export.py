@@ -31,28 +31,24 @@ class RaggedRows(torch.nn.Module):
     """forward(input_ids [tokens], attention_mask [tokens], row_widths [rows, 1]) -> (logits, token_counts).
 
     Triton's ragged batch as the classifier's config declares it: every request's [n, width] ids and
-    mask flattened and concatenated, and each row's width. The graph drops every row's padding and
-    lays the rows out again padded to the longest real row of the batch, then runs the model once.
+    mask flattened and concatenated, and each row's width. The graph drops every row's padding, sorts
+    the rows by length and runs them in `chunks` runs of the model, each padded to its own longest row
+    (a batch of fewer rows runs once: a run costs a short text about as much as the text itself).
+    Scripted, so that the choice is an ONNX `If` and every run shares the weights.
     `token_counts` is [rows, 2]: each row's real tokens and the tokens computed for it. A row holding
     a token id outside the vocabulary gets NaN logits (which the postprocess refuses for its request
     alone) instead of failing the whole batch in the embedding lookup.
     """
 
-    def __init__(self, model: torch.nn.Module, pad_token_id: int):
+    def __init__(self, logits: torch.nn.Module, pad_token_id: int, vocab_size: int, chunks: int = 4):
         super().__init__()
-        self.logits = LogitsOnly(model)
+        self.logits = logits
         self.pad_token_id = pad_token_id
-        self.vocab_size = model.config.vocab_size
+        self.vocab_size = vocab_size
+        self.chunks = chunks
 
-    def forward(self, input_ids, attention_mask, row_widths):
-        widths = row_widths.reshape(-1).to(torch.int64)
-        keep = attention_mask != 0
-        kept = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(keep.to(torch.int64), 0)])
-        ends = torch.cumsum(widths, 0)
-        lengths = kept[ends] - kept[ends - widths]
-        # The real tokens, row after row, then one pad token that every padded position reads.
-        tokens = torch.cat([input_ids[keep], torch.full((1,), self.pad_token_id, dtype=input_ids.dtype)])
-        starts = torch.cumsum(lengths, 0) - lengths
+    def _run(self, tokens, starts, lengths):
+        """Logits and computed tokens of rows (`starts` into `tokens`, `lengths`) padded to their longest."""
         width = lengths.max()
         positions = torch.arange(width)
         real = positions[None, :] < lengths[:, None]
@@ -64,7 +60,32 @@ class RaggedRows(torch.nn.Module):
         # output of a fixed width against the config's -1.
         logits = self.logits(ids, real.to(torch.int64)).reshape(lengths.shape[0], -1)
         logits = torch.where(unknown.any(1, keepdim=True), torch.full_like(logits, float("nan")), logits)
-        return logits, torch.stack([lengths, width.expand(lengths.shape[0])], 1)
+        return logits, width.expand(lengths.shape[0])
+
+    def forward(self, input_ids, attention_mask, row_widths):
+        widths = row_widths.reshape(-1).to(torch.int64)
+        keep = attention_mask != 0
+        kept = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(keep.to(torch.int64), 0)])
+        ends = torch.cumsum(widths, 0)
+        lengths = kept[ends] - kept[ends - widths]
+        # The real tokens, row after row, then one pad token that every padded position reads.
+        tokens = torch.cat([input_ids[keep], torch.full((1,), self.pad_token_id, dtype=input_ids.dtype)])
+        starts = torch.cumsum(lengths, 0) - lengths
+        rows = lengths.shape[0]
+        if rows < self.chunks:
+            logits, computed = self._run(tokens, starts, lengths)
+        else:
+            order = torch.argsort(lengths)
+            logits_parts, computed_parts = [], []
+            for chunk in range(self.chunks):
+                members = order[rows * chunk // self.chunks : rows * (chunk + 1) // self.chunks]
+                part, part_computed = self._run(tokens, starts[members], lengths[members])
+                logits_parts.append(part)
+                computed_parts.append(part_computed)
+            inverse = torch.argsort(order)
+            logits = torch.cat(logits_parts)[inverse]
+            computed = torch.cat(computed_parts)[inverse]
+        return logits, torch.stack([lengths, computed], 1)
 
 
 def export(model: torch.nn.Module, tokenizer, example_texts: list[str], max_length: int, path: Path) -> None:
@@ -75,10 +96,15 @@ def export(model: torch.nn.Module, tokenizer, example_texts: list[str], max_leng
     ]
     axes = {"INPUT_IDS__0": {0: "tokens"}, "ATTENTION_MASK__1": {0: "tokens"}, "ROW_WIDTHS__2": {0: "rows"}}
     axes |= {name: {0: "rows"} for name in OUTPUT_NAMES}
+    padded = tokenizer(example_texts[:4], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     with torch.no_grad():
+        traced = torch.jit.trace(
+            LogitsOnly(model).eval(), (padded["input_ids"], padded["attention_mask"]), strict=False
+        )
+        graph = torch.jit.script(RaggedRows(traced, tokenizer.pad_token_id, model.config.vocab_size).eval())
         # The TorchScript-based exporter: the dynamo exporter needs onnxscript, which is not installed.
         torch.onnx.export(
-            RaggedRows(model, tokenizer.pad_token_id).eval(),
+            graph,
             ragged_batch(requests),
             str(path),
             input_names=INPUT_NAMES,
