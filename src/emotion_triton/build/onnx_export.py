@@ -129,6 +129,7 @@ def session(path: Path, threads: int = 0):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the graph's If makes the optimizer warn per subgraph input
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -131,7 +131,9 @@ def _load_model(path: str):
     if path.endswith(".onnx"):
         import onnxruntime
 
-        return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: the graph's If makes the optimizer warn per subgraph input
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     import torch
 
     return torch.jit.load(path)
