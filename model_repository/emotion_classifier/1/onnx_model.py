@@ -2,9 +2,9 @@
 
 Runs 1/model.onnx, the build's ONNX export of the same fine-tuned weights as 1/model.pt (fp32, or
 int8 by ONNX Runtime's dynamic quantization), with the inputs and outputs of ../config.pbtxt. The
-file pads a ragged batch to its longest row; this model does what model.pt's graph does on the CPU
-first: it cuts every request's rows from their padding, sorts them by length and hands the file
-chunks of similar length, so short texts never pay for long ones.
+file takes a ragged batch; this model does what model.pt's graph does on the CPU first: it cuts
+every request's rows from their padding, sorts them by length and hands the file chunks of similar
+length (at most 1.25x longer than their shortest), so short texts never pay for long ones.
 """
 
 import json
