@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import torchscript_export
 from .modeling import sorted_batch_logits
-from .torchscript_export import LOGIT_TOLERANCE, ExportCheckError, LogitsOnly, parity_cases, ragged_batch
+from .torchscript_export import LogitsOnly, ragged_batch
 
 # The classifier config's tensor names (config.pbtxt): the ONNX Runtime backend matches them by name.
 INPUT_NAMES = ["INPUT_IDS__0", "ATTENTION_MASK__1", "ROW_WIDTHS__2"]
@@ -155,36 +156,13 @@ def predict_logits(onnx_session, tokenizer, texts: list[str], max_length: int, n
 
 
 def check_against_eager(onnx_session, model, tokenizer, texts: list[str], max_length: int) -> dict:
-    """The fp32 file on model.pt's parity cases: dynamic batches of requests of one or more texts,
-    each padded to its own longest text, flattened and concatenated as the server hands them over."""
-    model.eval()
-    worst, checked = 0.0, 0
-    with torch.no_grad():
-        for case in parity_cases(texts):
-            requests = [
-                tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-                for batch in case
-            ]
-            eager = torch.cat(
-                [model(input_ids=r["input_ids"], attention_mask=r["attention_mask"]).logits for r in requests]
-            )
-            logits, token_counts = run_ragged(onnx_session, *ragged_batch(requests))
-            real = torch.cat([r["attention_mask"].sum(1) for r in requests]).numpy()
-            got = torch.from_numpy(logits)
-            diff = float((got - eager).abs().max())
-            worst, checked = max(worst, diff), checked + len(real)
-            if diff >= LOGIT_TOLERANCE or not torch.equal(got.argmax(1), eager.argmax(1)):
-                raise ExportCheckError(
-                    f"model.onnx differs from the eager model on {len(real)} texts in {len(case)} requests of up "
-                    f"to {max(int(r['input_ids'].shape[1]) for r in requests)} tokens: max |logit difference| "
-                    f"{diff:.2e} (limit {LOGIT_TOLERANCE:.0e}); nothing was installed"
-                )
-            if not np.array_equal(token_counts[:, 0], real) or bool((token_counts[:, 1] < real).any()):
-                raise ExportCheckError(
-                    f"model.onnx counts {token_counts[:, 0].tolist()} real tokens per text instead of "
-                    f"{real.tolist()}; nothing was installed"
-                )
-    return {"texts_checked": checked, "max_abs_logit_difference": worst, "tolerance": LOGIT_TOLERANCE}
+    """model.pt's check (the same dynamic batches and limits) on the fp32 file."""
+
+    def forward(*ragged) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, token_counts = run_ragged(onnx_session, *ragged)
+        return torch.from_numpy(logits), torch.from_numpy(token_counts)
+
+    return torchscript_export.check_against_eager(forward, model, tokenizer, texts, max_length, "model.onnx")
 
 
 def build_onnx(model, tokenizer, texts: list[str], max_length: int, folder: Path, int8: bool) -> dict:

@@ -189,11 +189,14 @@ def parity_cases(texts: list[str]) -> list[list[list[str]]]:
     ]
 
 
-def check_against_eager(scripted, model, tokenizer, texts: list[str], max_length: int) -> dict:
-    """Compares the TorchScript module with the eager model; raises ExportCheckError on a mismatch.
+def check_against_eager(
+    scripted, model, tokenizer, texts: list[str], max_length: int, what: str = "TorchScript"
+) -> dict:
+    """Compares an exported graph with the eager model; raises ExportCheckError on a mismatch.
 
-    Each case is a dynamic batch as the libtorch backend builds it: requests of one or more
-    texts, each padded to its own longest text, flattened and concatenated.
+    `scripted(ids, mask, row_widths)` -> (logits, token_counts) as tensors: the TorchScript module, or
+    model.onnx behind a function. Each case is a dynamic batch as Triton's backends build it: requests
+    of one or more texts, each padded to its own longest text, flattened and concatenated.
     """
     model.eval()
     quantized = _is_quantized(model)
@@ -225,13 +228,13 @@ def check_against_eager(scripted, model, tokenizer, texts: list[str], max_length
             if wrong:
                 limit = INT8_MIXED_BATCH_TOLERANCE if quantized and not alone else LOGIT_TOLERANCE
                 raise ExportCheckError(
-                    f"TorchScript differs from the eager model on a batch of {len(real)} texts in {len(case)} "
+                    f"{what} differs from the eager model on a batch of {len(real)} texts in {len(case)} "
                     f"requests of up to {width} tokens: max |logit difference| {diff:.2e} "
                     f"(limit {limit:.0e}); nothing was installed"
                 )
             if not torch.equal(token_counts[:, 0], real) or bool((token_counts[:, 1] < real).any()):
                 raise ExportCheckError(
-                    f"TorchScript counts {token_counts[:, 0].tolist()} real tokens per text instead of "
+                    f"{what} counts {token_counts[:, 0].tolist()} real tokens per text instead of "
                     f"{real.tolist()}; nothing was installed"
                 )
     if quantized:
