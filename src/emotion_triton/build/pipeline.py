@@ -19,6 +19,7 @@ from .. import data as data_module
 from ..evaluation.classification_metrics import classification_metrics, format_metrics, plot_confusion_matrix
 from ..hub import HubUnavailableError, check_local_path, resolve_packaged_model
 from ..repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
+from ..repository.versions import prune, serving_server
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
 from .onnx_export import build_onnx
 from .torchscript_export import STAGING_PREFIX, check_against_eager, install, trace
@@ -66,6 +67,13 @@ SOURCE_HINTS = {
 
 # The most validation accuracy (in percentage points) an int8 model may lose against fp32.
 MAX_INT8_ACCURACY_LOSS_POINTS = 0.5
+# The roll-out check's sample: the first validation texts, with the labels the eager fp32 model gave them.
+# A roll-out sends them through the server and refuses the version unless its accuracy on them is
+# within the tolerance of the eager model's. fp32: the export checks bound the logits, so labels
+# differ only on near-ties (1 point = 2-3 texts of 256); int8: its quantization may change up to
+# 1.2% of labels against fp32 (measured, docs/performance.md) plus the build's 0.5-point limit.
+ROLLOUT_SAMPLE_SIZE = 256
+ROLLOUT_TOLERANCE_POINTS = {"none": 1.0, "int8": 3.0}
 
 
 class QuantizationRefused(ValueError):
@@ -151,6 +159,8 @@ def build(options: BuildOptions, training=None) -> dict:
                 metrics, work_dir / "confusion_matrix.png", f"{run_name(options)} (validation)"
             )
 
+    if data is not None and "validation" in data.splits:
+        report["rollout_check"] = rollout_sample(data, fp32_ids, ROLLOUT_TOLERANCE_POINTS[options.quantize])
     texts = _check_texts(data, tokenizer)
     if int8 and (data is None or "validation" not in data.splits):
         raise QuantizationRefused("--quantize int8 needs --data with a validation split to measure its accuracy loss")
@@ -176,7 +186,7 @@ def build(options: BuildOptions, training=None) -> dict:
         stages.update(1)
         stages.close()
         report["export_seconds"] = round(time.perf_counter() - started, 1)
-        install(
+        version = install(
             ensemble,
             scripted,
             tokenizer,
@@ -188,16 +198,41 @@ def build(options: BuildOptions, training=None) -> dict:
         )
     finally:
         shutil.rmtree(onnx_folder, ignore_errors=True)
-    # The run keeps its own copy: the repository's is replaced by the next build.
-    shutil.copy2(ensemble.report_file, work_dir / "build_report.json")
+    # The run keeps its own copy: the repository's is removed with its version.
+    classifier_dir = ensemble.version_dir(ensemble.classifier, version)
+    shutil.copy2(classifier_dir / "build_report.json", work_dir / "build_report.json")
     logger.info(
-        "installed %s, %s and %s; report: %s",
-        ensemble.model_file,
-        ensemble.onnx_file.name,
-        ensemble.tokenizer_file,
-        ensemble.report_file,
+        "installed version %d: %s (model.pt, model.onnx, build_report.json) and %s",
+        version,
+        classifier_dir,
+        ensemble.version_dir(ensemble.tokenizer, version) / "tokenizer.json",
     )
+    if serving_server(ensemble.repository) is None:
+        # Nothing serves the repository: the new version is the served one from the next start.
+        ensemble.set_served_version(version)
+        removed = prune(ensemble)
+        logger.info(
+            "version %d is the served one (no server serves %s now)%s",
+            version,
+            ensemble.repository,
+            f"; removed old versions {removed}" if removed else "",
+        )
     return report
+
+
+def rollout_sample(data, fp32_ids: list[int], tolerance_points: float) -> dict:
+    """The texts, true labels and eager labels a roll-out checks the served version against."""
+    split = data.splits["validation"]
+    count = min(ROLLOUT_SAMPLE_SIZE, len(split.texts))
+    true_ids = data.ids("validation")[:count]
+    correct = sum(a == b for a, b in zip(true_ids, fp32_ids[:count], strict=True))
+    return {
+        "texts": split.texts[:count],
+        "labels": [data.label_names[i] for i in true_ids],
+        "eager_labels": [data.label_names[i] for i in fp32_ids[:count]],
+        "accuracy": correct / count,
+        "tolerance_points": tolerance_points,
+    }
 
 
 def _accuracy_loss(fp32: dict, quantized: dict, what: str) -> dict:

@@ -3,6 +3,7 @@ start, inference canary, Python-backend stubs, memory and /dev/shm regions, and 
 
 from __future__ import annotations
 
+import compileall
 import http.client
 import os
 import secrets
@@ -20,6 +21,7 @@ import psutil
 from tyro.conf import Suppress, arg
 
 from ..repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
+from ..repository.versions import server_file, serving_server, write_server_file
 from . import canary
 from .preflight import (
     ServerError,
@@ -84,6 +86,14 @@ class ServerOptions:
         return cls(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
 
 
+def compile_model_code(repository: Path) -> None:
+    """Writes the bytecode of the models' code before tritonserver loads it. Tritonserver takes a version
+    folder whose contents changed since its load for a changed model: without this, the __pycache__ a
+    stub writes at its first load made a roll-out's load of the ensemble reload every step (4 s, twice
+    the memory) instead of only the ensemble (3 ms, measured)."""
+    compileall.compile_dir(str(repository), quiet=2)
+
+
 class LocalServer:
     """One tritonserver process serving the repository on loopback; a context manager."""
 
@@ -125,6 +135,8 @@ class LocalServer:
             address=o.host,
             allow_gpu_metrics=False,
             backend_directory=str(backend_directory(self._workdir, pytorch=self.needs_pytorch_backend)),
+            model_control_mode="explicit",
+            load_model=self.ensemble.name,
             extra=tuple(o.extra_args),
         )
 
@@ -152,6 +164,7 @@ class LocalServer:
 
     def start(self) -> None:
         self.preflight()
+        compile_model_code(self.options.repository)
         env = dict(os.environ)
         # The stub finds numpy, torch and tokenizers through the first `python3` on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -164,6 +177,8 @@ class LocalServer:
         )
         log.close()
         self.wait_until_serving()
+        # A build or a roll-out run against this repository finds this server (and its admin key) here.
+        write_server_file(self.options.repository, self.http_url, self.options.admin_key, self.process.pid)
         self._shm_regions |= {key for _, stub in self.stubs() for key in stub.cmdline() if key.startswith(SHM_PREFIX)}
 
     def wait_until_serving(self) -> None:
@@ -283,7 +298,13 @@ class LocalServer:
                 self.process.wait()
         self._release()
         self._remove_shm_regions()
+        self._remove_server_file()
         return self.process.returncode
+
+    def _remove_server_file(self) -> None:
+        server = serving_server(self.options.repository)
+        if server is None or server["pid"] == self.process.pid:  # not another server's
+            server_file(self.options.repository).unlink(missing_ok=True)
 
     def _wait_for_idle_models(self, until: float) -> None:
         """Until no composing model has a request queued or running (twice in a row), or `until`."""
