@@ -54,6 +54,17 @@ SOAK_SECONDS ?= 120
 soak: setup
 	$(BIN)/python -m emotion_triton.perf.soak --classifier $(CLASSIFIER) --seconds $(SOAK_SECONDS)
 
+# The local server's versions (docs/deploy.md, "Versions, roll-out and rollback"): a build run while
+# `make serve` runs ends with a checked roll-out of its version; these roll out the newest version
+# above the served one (VERSION= another), or serve the version before the served one again.
+VERSION ?=
+.PHONY: rollout rollback
+rollout: $(STAMP)
+	$(BIN)/python -m emotion_triton.commands.rollout $(if $(VERSION),--version $(VERSION))
+
+rollback: $(STAMP)
+	$(BIN)/python -m emotion_triton.commands.rollout --rollback
+
 # Fine-tune the offline pretrained encoder on ../shared/data/emotion and install it.
 build-offline: setup
 	$(BIN)/python build/build.py --preset minilm-offline
