@@ -4,6 +4,8 @@ lose no request and switch the answers; broken versions are refused while the ol
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,8 +17,8 @@ from emotion_triton.build.pipeline import BuildOptions, build
 from emotion_triton.build.training import training_arguments
 from emotion_triton.client import EmotionClient
 from emotion_triton.repository import Ensemble
-from emotion_triton.repository.versions import serving_server
-from emotion_triton.serving.rollout import roll_back, roll_out
+from emotion_triton.repository.versions import remove_version, serving_server, versions_above_served
+from emotion_triton.serving.rollout import RolloutRefused, roll_back, roll_out
 
 from .conftest import start_server
 
@@ -134,4 +136,67 @@ def test_a_roll_out_and_a_rollback_under_load_lose_no_request(
         f"\n{len(load.answers)} requests of {PROBES} texts ({CLIENTS} closed-loop clients) in "
         f"{ended - building + 1:.1f} s, none failed; build {built - building:.1f} s, roll-out "
         f"{switched - started:.1f} s, rollback {rolled_back - rolling_back:.1f} s"
+    )
+
+
+def install_copy_of_served(ensemble: Ensemble) -> int:
+    """A new version: a copy of the served one's folders, numbered and placed as a build installs it."""
+    version = max(ensemble.versions()) + 1  # never a number the server may have loaded with other files
+    for above in versions_above_served(ensemble):  # only the two newest folders load
+        remove_version(ensemble, above)
+    for model in ensemble.versioned:
+        shutil.copytree(ensemble.version_dir(model), ensemble.version_dir(model, version))
+    return version
+
+
+def skew_classifier_bias(path: Path, label: int) -> None:
+    """A model.onnx that loads and answers, but every text `label`: its classifier's bias dwarfs the logits."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    bias = next(i for i in model.graph.initializer if i.name.endswith("classifier.bias"))
+    values = numpy_helper.to_array(bias).copy()
+    values[:] = 0.0
+    values[label] = 1e4
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(path))
+
+
+def test_broken_versions_are_refused_while_the_old_one_keeps_answering(versioned, validation_texts):
+    repository, server, ensemble = versioned
+    texts = validation_texts[:PROBES]
+    served = ensemble.served_version
+    kept = [version for version in ensemble.built_versions() if version <= served]  # the ones above make way
+    with EmotionClient(server.grpc_url) as client:
+        old = tuple(client.infer(texts)[0])
+
+    with ClosedLoop(server.grpc_url, texts) as load:
+        # A corrupt file: refused before the server loads it; the command says so in one line and exits 1.
+        corrupt = install_copy_of_served(ensemble)
+        onnx_file = ensemble.served_file("onnx", corrupt)
+        onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
+        command = [sys.executable, "-m", "emotion_triton.commands.rollout", "--repository", str(repository)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"roll-out refused: version {corrupt} cannot be loaded: ")
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert corrupt not in ensemble.versions() and ensemble.served_version == served
+
+        # A model that loads and answers, far below its build report's accuracy.
+        sample = ensemble.report(served)["rollout_check"]
+        rare = min(range(len(ensemble.labels)), key=lambda i: sample["labels"].count(ensemble.labels[i]))
+        wrong = install_copy_of_served(ensemble)
+        skew_classifier_bias(ensemble.served_file("onnx", wrong), rare)
+        with pytest.raises(RolloutRefused, match=rf"version {wrong} scored [0-9.]+% on its \d+-text validation"):
+            roll_out(repository)
+        assert wrong not in ensemble.versions() and ensemble.served_version == served
+        time.sleep(0.5)
+
+    assert not load.errors, f"{len(load.errors)} of {len(load.errors) + len(load.answers)} failed: {load.errors[:3]}"
+    assert {labels for _, labels in load.answers} == {old}, "the old version answered every request"
+    # The commands return once the versions they dropped are unloaded: the server is ready again.
+    assert ensemble.built_versions() == kept and server.health_problem() is None
+    print(
+        f"\n{len(load.answers)} requests during the two refused roll-outs, none failed, all answered by version {served}"
     )

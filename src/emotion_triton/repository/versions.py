@@ -53,19 +53,19 @@ def server_file(repository: str | Path) -> Path:
     return Path(repository) / SERVER_FILE
 
 
-def write_server_file(repository: str | Path, http_url: str, admin_key: str, pid: int) -> Path:
-    """Says that the tritonserver `pid` serves `repository` at `http_url` (readable by its owner only:
+def write_server_file(repository: str | Path, http_url: str, admin_key: str, pid: int, classifier: str) -> Path:
+    """Says that the tritonserver `pid` serves `repository` at `http_url` with the `classifier` variant (readable by its owner only:
     it holds the admin key of the model-control API)."""
     path = server_file(repository)
     descriptor = os.open(path.with_name(path.name + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
-        json.dump({"http_url": http_url, "admin_key": admin_key, "pid": pid}, file)
+        json.dump({"http_url": http_url, "admin_key": admin_key, "pid": pid, "classifier": classifier}, file)
     os.replace(path.with_name(path.name + ".tmp"), path)
     return path
 
 
 def serving_server(repository: str | Path) -> dict | None:
-    """{"http_url", "admin_key", "pid"} of the local server serving `repository`, or None (no file, or
+    """{"http_url", "admin_key", "pid", "classifier"} of the local server serving `repository`, or None (no file, or
     its process is gone: a server killed without its stop leaves the file behind)."""
     path = server_file(repository)
     try:

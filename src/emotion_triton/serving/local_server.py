@@ -178,7 +178,9 @@ class LocalServer:
         log.close()
         self.wait_until_serving()
         # A build or a roll-out run against this repository finds this server (and its admin key) here.
-        write_server_file(self.options.repository, self.http_url, self.options.admin_key, self.process.pid)
+        write_server_file(
+            self.options.repository, self.http_url, self.options.admin_key, self.process.pid, self.options.classifier
+        )
         self._shm_regions |= {key for _, stub in self.stubs() for key in stub.cmdline() if key.startswith(SHM_PREFIX)}
 
     def wait_until_serving(self) -> None:

@@ -33,6 +33,7 @@ from ..repository import SERVER_FILE, Ensemble
 from ..repository.versions import prune, remove_version, serving_server, versions_above_served
 from . import canary
 from .local_server import compile_model_code
+from .preflight import ServerError, check_built_model
 
 # TYPE_* of a config -> the tensor datatype of the inference protocol (the types the steps exchange).
 DATATYPES = {"TYPE_STRING": "BYTES", "TYPE_INT64": "INT64", "TYPE_INT32": "INT32", "TYPE_FP32": "FP32"}
@@ -53,6 +54,7 @@ class ServerControl:
 
     http_url: str  # host:port
     admin_key: str
+    classifier: str = "onnx"  # the classifier variant it runs (CLASSIFIER_CONFIGS)
 
     @classmethod
     def serving(cls, repository: str | Path) -> ServerControl:
@@ -62,7 +64,7 @@ class ServerControl:
             raise RolloutError(
                 f"no local server serves {repository} (no {SERVER_FILE} of a running one): start it with `make serve`"
             )
-        return cls(server["http_url"], server["admin_key"])
+        return cls(server["http_url"], server["admin_key"], server.get("classifier", "onnx"))
 
     def _request(self, method: str, path: str, body: dict | None = None, timeout: float = 30.0) -> dict:
         request = urllib.request.Request(
@@ -84,9 +86,47 @@ class ServerControl:
         """Loads `model` again (an ensemble: its steps whose folders changed too); raises RolloutError."""
         self._request("POST", f"/v2/repository/models/{model}/load", {}, timeout=LOAD_TIMEOUT)
 
-    def ready_versions(self, model: str) -> set[int]:
+    def version_states(self, model: str) -> dict[int, str]:
+        """version -> "READY", or the state and Triton's reason (a version that failed to load says why)."""
         index = self._request("POST", "/v2/repository/index", {})
-        return {int(m["version"]) for m in index if m.get("name") == model and m.get("state") == "READY"}
+        return {
+            int(m["version"]): m.get("state", "")
+            if m.get("state") == "READY"
+            else f"{m.get('state')}: {m.get('reason')}"
+            for m in index
+            if m.get("name") == model and m.get("version")
+        }
+
+    def wait_until_settled(self, ensemble: Ensemble, ready: bool = True, timeout: float = LOAD_TIMEOUT) -> None:
+        """Until the server runs exactly the versions the repository's folders say (the two newest), none
+        is still unloading, and it is ready. Requests are answered meanwhile, but its strict readiness
+        (/v2/health/ready) is 400 while a dropped version unloads (about 3 s, measured), and Triton
+        unloads after the load request has returned. `ready=False`: not the readiness (after a version
+        that failed to load in Triton, which leaves it false)."""
+        expected = set(ensemble.versions()[-2:])
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {model: self.version_states(model) for model in ensemble.versioned}
+            settled = all(
+                {v for v, state in versions.items() if state == "READY"} == expected
+                and not any(state.startswith("UNLOADING") for state in versions.values())
+                for versions in states.values()
+            )
+            try:
+                if settled:
+                    if ready:
+                        canary.check_health(f"http://{self.http_url}", "ready", 2.0)
+                    return
+            except canary.Unhealthy:
+                pass
+            if time.monotonic() > deadline:
+                raise RolloutError(
+                    f"the server has not settled on versions {sorted(expected)} after {timeout:g} s: {states}"
+                )
+            time.sleep(0.1)
+
+    def ready_versions(self, model: str) -> set[int]:
+        return {version for version, state in self.version_states(model).items() if state == "READY"}
 
     def pins(self, ensemble: str) -> dict[str, int]:
         """The loaded ensemble's step -> model_version."""
@@ -190,15 +230,25 @@ def roll_out(repository: str | Path, version: int | None = None, log: Callable[[
         )
     started = time.monotonic()
     try:
+        # The files first, in this process: Triton 2.51 keeps a version that failed to load in its model
+        # list, and its strict readiness stays false until that model loads again with a change.
+        try:
+            check_built_model(ensemble, control.classifier, version)
+        except ServerError as error:
+            raise RolloutRefused(f"version {version} cannot be loaded: {error}") from None
         compile_model_code(ensemble.repository)
         try:
             control.load(ensemble.name)  # the new version loads beside the served one
         except RolloutError as error:
             raise RolloutRefused(f"version {version} did not load: {error}") from None
+        # A version that fails to load does not fail the load request: the other versions load.
         for model in ensemble.versioned:
-            ready = control.ready_versions(model)
-            if not {served, version} <= ready:
-                raise RolloutRefused(f"{model} has versions {sorted(ready)} ready, not {served} and {version}")
+            states = control.version_states(model)
+            if states.get(version) != "READY":
+                reason = " ".join(str(states.get(version, "not loaded")).split())[:300]
+                raise RolloutRefused(f"version {version} did not load: {model} {reason}")
+            if states.get(served) != "READY":
+                raise RolloutError(f"the served version {served} of {model} is not ready: {states.get(served)}")
         measured = check_version(control, ensemble, version)
     except RolloutRefused:
         _remove_refused(control, ensemble, version)
@@ -206,6 +256,7 @@ def roll_out(repository: str | Path, version: int | None = None, log: Callable[[
     log(f"version {version} checked: {measured}")
     _switch(control, ensemble, version)
     removed = prune(ensemble)
+    control.wait_until_settled(ensemble)
     log(
         f"version {version} serves (was {served}) after {time.monotonic() - started:.1f} s"
         + (f"; removed old versions {removed}" if removed else "")
@@ -219,6 +270,7 @@ def _remove_refused(control: ServerControl, ensemble: Ensemble, version: int) ->
     remove_version(ensemble, version)
     try:
         control.load(ensemble.name)
+        control.wait_until_settled(ensemble, ready=False)
     except RolloutError:
         pass  # the served version is still loaded and pinned: it keeps answering
 
@@ -247,5 +299,6 @@ def roll_back(repository: str | Path, log: Callable[[str], None] = print) -> tup
     if label[0] not in ensemble.labels or abs(sum(scores[0]) - 1) > 1e-3:
         raise RolloutError(f"version {previous} answered its canary with {label[0]!r} {scores[0]}")
     _switch(control, ensemble, previous)
+    control.wait_until_settled(ensemble)
     log(f"version {previous} serves again (was {served})")
     return served, previous
