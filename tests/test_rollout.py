@@ -3,11 +3,13 @@ lose no request and switch the answers; broken versions are refused while the ol
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +67,14 @@ class ClosedLoop:
         return {labels for at, labels in self.answers if start <= at < end}
 
 
+def cache_hits(metrics_url: str, model: str) -> dict[int, float]:
+    """Triton's response-cache hits of each version of `model`."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = rf'^nv_cache_num_hits_per_model{{model="{model}",version="(\d+)"}} (\S+)$'
+    return {int(version): float(value) for version, value in re.findall(pattern, text, re.MULTILINE)}
+
+
 def single_label_data(source: Path, target: Path, label: str) -> Path:
     """The small data set with every training text labelled `label` (its validation split as it is): a
     model trained on it answers `label` to everything, so its answers differ from the served model's."""
@@ -78,12 +88,12 @@ def single_label_data(source: Path, target: Path, label: str) -> Path:
 @pytest.fixture(scope="module")
 def versioned(built_repository, tmp_path_factory):
     """(repository, server, ensemble): a copy of the tiny distilbert build (version 1) served by its own
-    local server."""
+    local server, with Triton's response cache on (the classifier step's)."""
     source, _ = built_repository("distilbert")
     root = tmp_path_factory.mktemp("versions")
     repository = root / "model_repository"
     shutil.copytree(source, repository)
-    server = start_server(repository, root)
+    server = start_server(repository, root, response_cache_mb=16)
     yield repository, server, Ensemble.read(repository)
     server.stop()
 
@@ -129,13 +139,17 @@ def test_a_roll_out_and_a_rollback_under_load_lose_no_request(
     assert load.between(started, ended) <= {old, new}, "one model's answers or the other's, never a mix"
     assert load.between(switched + 0.5, rolling_back) == {new}, "after the roll-out: the new model's"
     assert load.between(rolled_back + 0.5, ended) == {old}, "after the rollback: the old model's again"
+    # The same texts again and again: answered from the response cache, by each version from its own
+    # entries (the answers switched above, both ways).
+    hits = cache_hits(server.metrics_url, ensemble.classifier)
+    assert hits.get(1, 0) > 0 and hits.get(2, 0) > 0, hits
     # The served version is the ensemble's pin; version 2 stays until the next build replaces it.
     assert ensemble.served_version == 1 and ensemble.built_versions() == [1, 2]
     assert server.health_problem() is None
     print(
         f"\n{len(load.answers)} requests of {PROBES} texts ({CLIENTS} closed-loop clients) in "
         f"{ended - building + 1:.1f} s, none failed; build {built - building:.1f} s, roll-out "
-        f"{switched - started:.1f} s, rollback {rolled_back - rolling_back:.1f} s"
+        f"{switched - started:.1f} s, rollback {rolled_back - rolling_back:.1f} s; response-cache hits {hits}"
     )
 
 

@@ -72,6 +72,8 @@ class ServerOptions:
     """seconds requests in flight get on shutdown"""
     ready_timeout: float = 180.0
     """seconds tritonserver gets to load the models and answer"""
+    response_cache_mb: int = 0
+    """MiB of Triton's response cache for the classifier step (repeated texts skip the model); 0: off"""
     # Not an option: --help would print its default, the key; TRITON_ADMIN_KEY sets it.
     admin_key: Suppress[str] = field(
         default_factory=lambda: os.environ.get("TRITON_ADMIN_KEY") or secrets.token_urlsafe(24)
@@ -137,6 +139,8 @@ class LocalServer:
             backend_directory=str(backend_directory(self._workdir, pytorch=self.needs_pytorch_backend)),
             model_control_mode="explicit",
             load_model=self.ensemble.name,
+            response_cache_bytes=o.response_cache_mb * 1024 * 1024,
+            cache_directory=str(pytriton_dir() / "caches"),
             extra=tuple(o.extra_args),
         )
 

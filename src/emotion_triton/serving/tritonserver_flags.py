@@ -52,6 +52,10 @@ class TritonServerFlags:
     # explicit: only `load_model` at start (an ensemble loads its steps), the rest by the load API.
     model_control_mode: str = "none"
     load_model: str | None = None
+    # Bytes of Triton's response cache (the `local` cache in the server's caches/ folder); 0: none. Used by
+    # the models whose config enables it: the classifier step (emotion_classifier's configs).
+    response_cache_bytes: int = 0
+    cache_directory: str | None = None  # None: the image's own caches/ (/opt/tritonserver/caches)
     extra: tuple[str, ...] = ()
 
     @classmethod
@@ -84,6 +88,10 @@ class TritonServerFlags:
             if self.address:
                 args.append(f"--{endpoint}-address={self.address}")
             args.append(f"--{endpoint}-port={port}")
+        if self.response_cache_bytes > 0:
+            args.append(f"--cache-config=local,size={self.response_cache_bytes}")
+            if self.cache_directory:
+                args.append(f"--cache-directory={self.cache_directory}")
         args += ["--allow-metrics=true", f"--allow-gpu-metrics={'true' if self.allow_gpu_metrics else 'false'}"]
         return args + list(self.extra)
 
