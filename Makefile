@@ -10,6 +10,8 @@ METRICS_PORT ?= 8002
 # model, the fastest on 2 cores: docs/performance.md), python (model.pt in a Python-backend model) or
 # libtorch (the production config on Triton's PyTorch backend, CPU instances).
 CLASSIFIER ?= onnx
+# MiB of Triton's response cache for the classifier step (repeated texts skip the model); 0: off.
+RESPONSE_CACHE_MB ?= 0
 
 .PHONY: setup serve test lint build-offline bench clean pytorch-backend
 
@@ -31,7 +33,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 serve: setup
-	$(BIN)/python -m emotion_triton.commands.serve --classifier $(CLASSIFIER) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(BIN)/python -m emotion_triton.commands.serve --classifier $(CLASSIFIER) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --response-cache-mb $(RESPONSE_CACHE_MB)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ from emotion_triton.build.pipeline import BuildOptions, build
 from emotion_triton.build.training import training_arguments
 from emotion_triton.client import EmotionClient
 from emotion_triton.repository import Ensemble
-from emotion_triton.repository.versions import remove_version, serving_server, versions_above_served
+from emotion_triton.repository.versions import next_version, remove_version, serving_server, versions_above_served
 from emotion_triton.serving.rollout import RolloutRefused, roll_back, roll_out
 
 from .conftest import start_server
@@ -155,11 +155,14 @@ def test_a_roll_out_and_a_rollback_under_load_lose_no_request(
 
 def install_copy_of_served(ensemble: Ensemble) -> int:
     """A new version: a copy of the served one's folders, numbered and placed as a build installs it."""
-    version = max(ensemble.versions()) + 1  # never a number the server may have loaded with other files
+    version = next_version(ensemble)  # never a number used before (the response cache keys by it)
     for above in versions_above_served(ensemble):  # only the two newest folders load
         remove_version(ensemble, above)
     for model in ensemble.versioned:
-        shutil.copytree(ensemble.version_dir(model), ensemble.version_dir(model, version))
+        # New files, as a build writes them: Triton tells a changed version folder by its files' times.
+        shutil.copytree(
+            ensemble.version_dir(model), ensemble.version_dir(model, version), copy_function=shutil.copyfile
+        )
     return version
 
 
@@ -202,8 +205,13 @@ def test_broken_versions_are_refused_while_the_old_one_keeps_answering(versioned
         rare = min(range(len(ensemble.labels)), key=lambda i: sample["labels"].count(ensemble.labels[i]))
         wrong = install_copy_of_served(ensemble)
         skew_classifier_bias(ensemble.served_file("onnx", wrong), rare)
-        with pytest.raises(RolloutRefused, match=rf"version {wrong} scored [0-9.]+% on its \d+-text validation"):
+        with pytest.raises(
+            RolloutRefused, match=rf"version {wrong} scored [0-9.]+% on its \d+-text validation"
+        ) as refused:
             roll_out(repository)
+        print(f"\n{result.stderr.strip()[:160]}\nroll-out refused: {refused.value}")
+        served_accuracy, report_accuracy = map(float, re.findall(r"([0-9.]+)% ", str(refused.value)))
+        assert served_accuracy < report_accuracy - 10, "far below: every text gets the rarest label"
         assert wrong not in ensemble.versions() and ensemble.served_version == served
         time.sleep(0.5)
 

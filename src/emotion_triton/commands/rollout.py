@@ -21,7 +21,6 @@ from ..build.command import parse_build_arguments, run_build
 from ..command_line import parse
 from ..repository import DEFAULT_REPOSITORY
 from ..repository.versions import serving_server
-from ..serving.rollout import RolloutError, roll_back, roll_out
 
 
 @dataclass
@@ -37,6 +36,10 @@ class RolloutOptions:
 
 
 def run(options: RolloutOptions) -> int:
+    # Here, not at the top: build/build.py imports this module in the build image, which has the build's
+    # packages and not the server's (psutil, the Triton wheel).
+    from ..serving.rollout import RolloutError, roll_back, roll_out
+
     try:
         if options.rollback:
             roll_back(options.repository)

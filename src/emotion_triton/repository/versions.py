@@ -11,12 +11,26 @@ from pathlib import Path
 
 from .model_config import BUILD_OUTPUTS, KEPT_VERSIONS, SERVER_FILE, SOURCE_VERSION, Ensemble
 
+# The highest version ever installed in the repository (a file beside the models). A number is never
+# used twice: Triton's response cache keys an answer by model name, version and inputs, and kept the
+# answers of a removed version for the next one of the same number (seen in tests/test_rollout.py).
+COUNTER_FILE = ".last_version"
+
 
 def next_version(ensemble: Ensemble) -> int:
-    """The version a new build installs: one above every version folder (SOURCE_VERSION while none is built)."""
+    """The version a new build installs: one above every version folder and every version installed
+    before (SOURCE_VERSION while none is built), recorded at once."""
     if not ensemble.built_versions():
-        return SOURCE_VERSION
-    return max(ensemble.versions()) + 1
+        version = SOURCE_VERSION
+    else:
+        path = Path(ensemble.repository) / COUNTER_FILE
+        try:
+            last = int(path.read_text())
+        except (OSError, ValueError):
+            last = 0
+        version = max([last, *ensemble.versions()]) + 1
+    (Path(ensemble.repository) / COUNTER_FILE).write_text(f"{version}\n")
+    return version
 
 
 def remove_version(ensemble: Ensemble, version: int) -> None:
