@@ -186,6 +186,9 @@ def build(options: BuildOptions, training=None) -> dict:
         stages.update(1)
         stages.close()
         report["export_seconds"] = round(time.perf_counter() - started, 1)
+        if serving_server(ensemble.repository) is not None and ensemble.pinned_version() < 0:
+            # An unpinned ensemble serves the newest folder: pinned first, the new one is not served unchecked.
+            ensemble.set_served_version(ensemble.served_version)
         version = install(
             ensemble,
             scripted,
@@ -208,8 +211,10 @@ def build(options: BuildOptions, training=None) -> dict:
         ensemble.version_dir(ensemble.tokenizer, version) / "tokenizer.json",
     )
     if serving_server(ensemble.repository) is None:
-        # Nothing serves the repository: the new version is the served one from the next start.
-        ensemble.set_served_version(version)
+        # Nothing serves the repository: the new version is the served one from the next start. An
+        # unpinned ensemble (-1, the checkout's) serves the newest folder already: its file stays as git has it.
+        if ensemble.pinned_version() > 0:
+            ensemble.set_served_version(version)
         removed = prune(ensemble)
         logger.info(
             "version %d is the served one (no server serves %s now)%s",

@@ -193,6 +193,17 @@ def check_version(control: ServerControl, ensemble: Ensemble, version: int) -> s
     return measured
 
 
+def _pin_running_version(control: ServerControl, ensemble: Ensemble) -> None:
+    """An unpinned ensemble (-1, the checkout's) runs the newest version the server has loaded; a
+    roll-out must not let the next load route it to the new one unchecked: pin the running one."""
+    if ensemble.pinned_version() > 0:
+        return
+    running = control.ready_versions(ensemble.classifier) & control.ready_versions(ensemble.tokenizer)
+    if not running:
+        raise RolloutError(f"the server has no version of {ensemble.classifier} and {ensemble.tokenizer} ready")
+    ensemble.set_served_version(max(running))
+
+
 def _switch(control: ServerControl, ensemble: Ensemble, version: int) -> None:
     """Pins `version` and loads the ensemble with it; the old pin again if that fails."""
     served = ensemble.served_version
@@ -220,6 +231,7 @@ def roll_out(repository: str | Path, version: int | None = None, log: Callable[[
     its checks and was removed) or RolloutError (nothing changed)."""
     control = ServerControl.serving(repository)
     ensemble = Ensemble.read(repository)
+    _pin_running_version(control, ensemble)
     served = ensemble.served_version
     candidates = versions_above_served(ensemble)
     version = version if version is not None else max(candidates, default=None)
@@ -281,6 +293,7 @@ def roll_back(repository: str | Path, log: Callable[[str], None] = print) -> tup
     next build replaces it. Raises RolloutError (nothing changed)."""
     control = ServerControl.serving(repository)
     ensemble = Ensemble.read(repository)
+    _pin_running_version(control, ensemble)
     served = ensemble.served_version
     previous = max((v for v in ensemble.built_versions() if v < served), default=None)
     if previous is None:
