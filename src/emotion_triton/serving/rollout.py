@@ -240,6 +240,12 @@ def roll_out(repository: str | Path, version: int | None = None, log: Callable[[
             f"no version above the served version {served} to roll out in {repository}"
             + (f" (version {version} is not one)" if version is not None else "")
         )
+    # Only the two newest folders load: the others above the served version (rolled back from, or
+    # refused) would push the served one out of the server.
+    for other in candidates:
+        if other != version:
+            remove_version(ensemble, other)
+            log(f"removed version {other} (above the served version {served}, not rolled out)")
     started = time.monotonic()
     try:
         # The files first, in this process: Triton 2.51 keeps a version that failed to load in its model
