@@ -10,6 +10,8 @@ METRICS_PORT ?= 8002
 # model, the fastest on 2 cores: docs/performance.md), python (model.pt in a Python-backend model) or
 # libtorch (the production config on Triton's PyTorch backend, CPU instances).
 CLASSIFIER ?= onnx
+# MiB of Triton's response cache for the classifier step (repeated texts skip the model); 0: off.
+RESPONSE_CACHE_MB ?= 0
 
 .PHONY: setup serve test lint build-offline bench clean native-backends
 
@@ -32,7 +34,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 serve: setup
-	$(BIN)/python -m emotion_triton.commands.serve --classifier $(CLASSIFIER) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(BIN)/python -m emotion_triton.commands.serve --classifier $(CLASSIFIER) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --response-cache-mb $(RESPONSE_CACHE_MB)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -54,6 +56,17 @@ SOAK_SECONDS ?= 120
 .PHONY: soak
 soak: setup
 	$(BIN)/python -m emotion_triton.perf.soak --classifier $(CLASSIFIER) --seconds $(SOAK_SECONDS)
+
+# The local server's versions (docs/deploy.md, "Versions, roll-out and rollback"): a build run while
+# `make serve` runs ends with a checked roll-out of its version; these roll out the newest version
+# above the served one (VERSION= another), or serve the version before the served one again.
+VERSION ?=
+.PHONY: rollout rollback
+rollout: $(STAMP)
+	$(BIN)/python -m emotion_triton.commands.rollout $(if $(VERSION),--version $(VERSION))
+
+rollback: $(STAMP)
+	$(BIN)/python -m emotion_triton.commands.rollout --rollback
 
 # Fine-tune the offline pretrained encoder on ../shared/data/emotion and install it.
 build-offline: setup

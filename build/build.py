@@ -7,13 +7,17 @@ python build/build.py --finetuned bhadresh-savani/distilbert-base-uncased-emotio
 
 Options: those of BuildOptions (what to build) and every `transformers.TrainingArguments` option
 (how to train); a preset fills in both, explicit options override it.
+
+The build installs a new version beside the ones in the repository. When `make serve` serves that
+repository, the build ends with the version's roll-out: checked through the server, then served, or
+refused with the old version still serving (docs/deploy.md, "Versions, roll-out and rollback").
 """
 
 import logging
 import sys
 
-from emotion_triton.build.command import build_from_command_line
+from emotion_triton.commands.rollout import build_and_roll_out
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sys.exit(build_from_command_line(sys.argv[1:], __doc__))
+    sys.exit(build_and_roll_out(sys.argv[1:], __doc__))

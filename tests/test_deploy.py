@@ -66,8 +66,24 @@ ADMIN_PLACEHOLDER = "@TRITON_ADMIN_KEY@"
 MINIMUM_RELEASE = (25, 10)  # older releases are affected by the 2025 security bulletins
 ALLOWED_MODEL_IMPORTS = {"numpy", "torch", "tokenizers", "onnxruntime", "triton_python_backend_utils"}
 # Flags only the local server has (CPU configs, the wheel's backends, loopback).
-LOCAL_ONLY = {"--model-config-name", "--backend-directory", "--http-address", "--grpc-address", "--metrics-address"}
-PER_DEPLOYMENT = {"--model-repository", "--http-port", "--grpc-port", "--metrics-port", "--allow-gpu-metrics"}
+LOCAL_ONLY = {
+    "--model-config-name",
+    "--backend-directory",
+    "--http-address",
+    "--grpc-address",
+    "--metrics-address",
+    "--load-model",
+}
+# The model control mode: explicit for the local server (its roll-outs load versions), none in the
+# containers (their roll-out is a later step: docs/deploy.md).
+PER_DEPLOYMENT = {
+    "--model-repository",
+    "--http-port",
+    "--grpc-port",
+    "--metrics-port",
+    "--allow-gpu-metrics",
+    "--model-control-mode",
+}
 # What a canary may take in one ensemble step beyond the step's queue timeout (its config's
 # default_queue_policy): a request that times out is refused when the batcher next forms a batch,
 # that is once an instance is free, so one execution ahead of it (or its own), plus the batcher's
@@ -583,6 +599,8 @@ def test_the_local_server_runs_the_containers_flags(monkeypatch, tmp_path):
     container = flags(container_command(key=key)[1:])
     assert container["--allow-gpu-metrics"] == "true" and container["--allow-metrics"] == "true"
     assert local["--allow-gpu-metrics"] == "false"
+    assert (local["--model-control-mode"], local["--load-model"]) == ("explicit", "emotion")
+    assert container["--model-control-mode"] == "none"
 
     def shared(given: dict[str, str], only: set[str]) -> dict[str, str]:
         return {k: v for k, v in given.items() if k not in only | PER_DEPLOYMENT}

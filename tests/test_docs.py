@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2
 from emotion_triton import loadtest
 from emotion_triton.build.pipeline import BuildOptions
 from emotion_triton.build.torchscript_export import RaggedClassifier
-from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble, parameter
+from emotion_triton.repository import CLASSIFIER_CONFIGS, KEPT_VERSIONS, Ensemble, parameter
 from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, ServerOptions
 from emotion_triton.serving.supervisor import Supervision
 from emotion_triton.serving.tritonserver_flags import TritonServerFlags
@@ -136,6 +136,8 @@ def server_defaults() -> dict[str, str]:
         "chunking of a ragged batch": f"rows at most {spread:g}x (or 8 tokens) longer than the chunk's shortest, "
         f"at most {tokens} tokens a chunk",
         "admin key of the restricted APIs": "a random key per start",
+        "response cache": f"{server.response_cache_mb} MiB" + (" (off)" if not server.response_cache_mb else ""),
+        "kept versions": f"{KEPT_VERSIONS} built versions: the served one and the two before it",
         "inference canary": f"every {supervision.canary_interval:g} s, restart after {supervision.canary_failures} "
         f"failures, {supervision.canary_timeout:g} s for an answer, at most {supervision.max_restarts} restarts in "
         f"{supervision.restart_window / 60:g} minutes",

@@ -308,3 +308,18 @@ def test_model_table_measures_every_checkpoint_through_the_server(tmp_path, buil
     table = (tmp_path / "models.md").read_text()
     assert all(f"| {c} | {row['accuracy']:.2%} |" in table for c, row in zip(checkpoints, rows, strict=True))
     assert (tmp_path / "repo-model1").is_dir() and (tmp_path / "repo-model2").is_dir()
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 0.9])
+def test_a_repeating_stream_repeats_the_share_asked(share):
+    from emotion_triton.perf.loadgen import repeating_texts
+
+    texts = [f"text {i}" for i in range(50)]
+    stream = repeating_texts(texts, share, 4000, seed=1)
+    repeats = len(stream) - len(set(stream))
+    assert len(stream) == 4000 and abs(repeats / len(stream) - share) < 0.03, repeats
+    assert stream == repeating_texts(texts, share, 4000, seed=1), "the same stream for the same seed"
+    fresh = list(dict.fromkeys(stream))
+    assert fresh[:50] == texts and fresh[50] == "text 0 1", "new texts in order, then numbered"
+    with pytest.raises(ValueError, match="repeat_share"):
+        repeating_texts(texts, 1.0, 10)

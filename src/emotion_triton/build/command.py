@@ -36,11 +36,14 @@ def parse_build_arguments(argv: list[str], description: str | None = None):
     return options, training
 
 
-def build_from_command_line(argv: list[str], description: str | None = None) -> int:
-    options, training = parse_build_arguments(argv, description)
+def run_build(options: BuildOptions, training) -> dict | None:
+    """The build's report, or None after one line on stderr saying why it failed."""
     try:
-        build(options, training)
+        return build(options, training)
     except (ModelSourceError, ExportCheckError, FileNotFoundError, ValueError) as error:
         print(f"build failed: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return None
+
+
+def build_from_command_line(argv: list[str], description: str | None = None) -> int:
+    return 0 if run_build(*parse_build_arguments(argv, description)) is not None else 2

@@ -19,6 +19,7 @@ from .. import data as data_module
 from ..evaluation.classification_metrics import classification_metrics, format_metrics, plot_confusion_matrix
 from ..hub import HubUnavailableError, check_local_path, resolve_packaged_model
 from ..repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
+from ..repository.versions import prune, serving_server
 from . import int8_gate
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
 from .onnx_export import build_onnx, session
@@ -64,6 +65,14 @@ SOURCE_HINTS = {
     "--data": "expected a folder with train and validation files (text;label lines, CSV or JSON Lines), "
     "a single file, or a Hub data set id",
 }
+
+# The roll-out check's sample: the first validation texts, with the labels the eager fp32 model gave them.
+# A roll-out sends them through the server and refuses the version unless its accuracy on them is
+# within the tolerance of the eager model's. fp32: the export checks bound the logits, so labels
+# differ only on near-ties (1 point = 2-3 texts of 256); int8: its quantization may change up to
+# 1.2% of labels against fp32 (measured, docs/performance.md) plus the build's 0.5-point limit.
+ROLLOUT_SAMPLE_SIZE = 256
+ROLLOUT_TOLERANCE_POINTS = {"none": 1.0, "int8": 3.0}
 
 
 class QuantizationRefused(ValueError):
@@ -148,6 +157,8 @@ def build(options: BuildOptions, training=None) -> dict:
                 metrics, work_dir / "confusion_matrix.png", f"{run_name(options)} (validation)"
             )
 
+    if data is not None and "validation" in data.splits:
+        report["rollout_check"] = rollout_sample(data, fp32_ids, ROLLOUT_TOLERANCE_POINTS[options.quantize])
     texts = _check_texts(data, tokenizer)
     if int8 and (data is None or "validation" not in data.splits):
         raise QuantizationRefused("--quantize int8 needs --data with a validation split to measure its accuracy loss")
@@ -172,19 +183,58 @@ def build(options: BuildOptions, training=None) -> dict:
         stages.update(2)
         stages.close()
         report["export_seconds"] = round(time.perf_counter() - started, 1)
-        install(ensemble, scripted, tokenizer, label_names, max_length, report, confusion_png, onnx_file)
+        if serving_server(ensemble.repository) is not None and ensemble.pinned_version() < 0:
+            # An unpinned ensemble serves the newest folder: pinned first, the new one is not served unchecked.
+            ensemble.set_served_version(ensemble.served_version)
+        version = install(
+            ensemble,
+            scripted,
+            tokenizer,
+            label_names,
+            max_length,
+            report,
+            confusion_png,
+            onnx_file,
+        )
     finally:
         shutil.rmtree(onnx_folder, ignore_errors=True)
-    # The run keeps its own copy: the repository's is replaced by the next build.
-    shutil.copy2(ensemble.report_file, work_dir / "build_report.json")
+    # The run keeps its own copy: the repository's is removed with its version.
+    classifier_dir = ensemble.version_dir(ensemble.classifier, version)
+    shutil.copy2(classifier_dir / "build_report.json", work_dir / "build_report.json")
     logger.info(
-        "installed %s, %s and %s; report: %s",
-        ensemble.model_file,
-        ensemble.onnx_file.name,
-        ensemble.tokenizer_file,
-        ensemble.report_file,
+        "installed version %d: %s (model.pt, model.onnx, build_report.json) and %s",
+        version,
+        classifier_dir,
+        ensemble.version_dir(ensemble.tokenizer, version) / "tokenizer.json",
     )
+    if serving_server(ensemble.repository) is None:
+        # Nothing serves the repository: the new version is the served one from the next start. An
+        # unpinned ensemble (-1, the checkout's) serves the newest folder already: its file stays as git has it.
+        if ensemble.pinned_version() > 0:
+            ensemble.set_served_version(version)
+        removed = prune(ensemble)
+        logger.info(
+            "version %d is the served one (no server serves %s now)%s",
+            version,
+            ensemble.repository,
+            f"; removed old versions {removed}" if removed else "",
+        )
     return report
+
+
+def rollout_sample(data, fp32_ids: list[int], tolerance_points: float) -> dict:
+    """The texts, true labels and eager labels a roll-out checks the served version against."""
+    split = data.splits["validation"]
+    count = min(ROLLOUT_SAMPLE_SIZE, len(split.texts))
+    true_ids = data.ids("validation")[:count]
+    correct = sum(a == b for a, b in zip(true_ids, fp32_ids[:count], strict=True))
+    return {
+        "texts": split.texts[:count],
+        "labels": [data.label_names[i] for i in true_ids],
+        "eager_labels": [data.label_names[i] for i in fp32_ids[:count]],
+        "accuracy": correct / count,
+        "tolerance_points": tolerance_points,
+    }
 
 
 def _int8_files(model, tokenizer, data, texts, max_length, ensemble, onnx_folder: Path, report: dict):

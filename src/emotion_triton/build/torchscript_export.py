@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ..repository import Ensemble, set_parameter
+from ..repository import BUILD_OUTPUTS, SOURCE_VERSION, Ensemble, set_parameter
+from ..repository.versions import next_version, remove_version, versions_above_served
 
 LOGIT_TOLERANCE = 1e-4
 # Dynamic int8 quantizes the activations of a forward pass with one scale for the whole batch, padding
@@ -260,15 +261,33 @@ STAGING_PREFIX = "emotion-export-"
 
 
 def remove_stale_staging(repository: Path) -> None:
-    """Staging folders of builds that were killed: in the temp folder, and (older builds) in the repository."""
+    """Staging folders of builds that were killed: in the temp folder, in the models' folders (a new
+    version being assembled) and (older builds) in the repository."""
     import psutil
 
     for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
         pid = folder.name[len(STAGING_PREFIX) :].split("-")[0]
         if pid.isdigit() and not psutil.pid_exists(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-    for folder in Path(repository).glob(".staging-*"):
+    for folder in [*Path(repository).glob(".staging-*"), *Path(repository).glob("*/.staging-*")]:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_same_contract(ensemble: Ensemble, label_names: list[str], max_length: int) -> None:
+    """A new version beside built ones must keep their labels and max_length: both are parameters of
+    the models' configs (emotion_postprocess, emotion_tokenizer), shared by every version."""
+    if not ensemble.built_versions():
+        return
+    if label_names != ensemble.labels:
+        raise ValueError(
+            f"the new model's labels {label_names} differ from those of the versions in {ensemble.repository} "
+            f"({ensemble.labels}), which every version shares: build into a new repository (--repository)"
+        )
+    if max_length != ensemble.max_length:
+        raise ValueError(
+            f"--max_length {max_length} differs from the versions' in {ensemble.repository} ({ensemble.max_length}), "
+            "which every version shares: build with that length or into a new repository (--repository)"
+        )
 
 
 def install(
@@ -280,9 +299,22 @@ def install(
     report: dict,
     confusion_png: Path | None = None,
     onnx_model: Path | None = None,
-) -> None:
-    """Writes model.pt (and model.onnx), tokenizer.json, labels, max_length and the build report into the repository."""
+) -> int:
+    """Installs a new version: model.pt (and model.onnx), tokenizer.json and the build report beside the
+    versions already there (repository.versions.next_version), with labels and max_length. Returns it.
+
+    The served version (the ensemble's pin) is left as it is. A new folder is assembled under a hidden
+    name in the model's folder (Triton takes only numbered folders for versions) with a copy of the
+    code of SOURCE_VERSION, and renamed into place: a version folder is never seen half written.
+    """
+    check_same_contract(ensemble, label_names, max_length)
     remove_stale_staging(ensemble.repository)
+    version = next_version(ensemble)
+    # Versions above the served one were rolled back from, refused or left by a killed build. Only the
+    # two newest folders load: the new one and the served one must be those.
+    for above in versions_above_served(ensemble):
+        remove_version(ensemble, above)
+    report["version"] = version
     # Outside the repository: tritonserver loads every folder in it as a model, and a build killed
     # here (SIGKILL, out of memory) must not leave one behind.
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
@@ -291,21 +323,38 @@ def install(
         torch.jit.load(staging / "model.pt")  # a file that cannot load back is never installed
         (staging / "tokenizer.json").write_text(tokenizer_json(tokenizer))
         (staging / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        moves = [
-            (staging / "model.pt", ensemble.model_file),
-            (staging / "tokenizer.json", ensemble.tokenizer_file),
-            (staging / "build_report.json", ensemble.report_file),
-        ]
+        # model -> (file, its name in the version folder)
+        files = {
+            ensemble.classifier: [
+                (staging / "model.pt", "model.pt"),
+                (staging / "build_report.json", "build_report.json"),
+            ],
+            ensemble.tokenizer: [(staging / "tokenizer.json", "tokenizer.json")],
+        }
         if onnx_model is not None:
-            moves.append((Path(onnx_model), ensemble.onnx_file))
+            files[ensemble.classifier].append((Path(onnx_model), "model.onnx"))
         if confusion_png is not None:
-            moves.append((Path(confusion_png), ensemble.report_file.with_name("confusion_matrix.png")))
-        for source, target in moves:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target.with_name(target.name + ".tmp"))
-        for _, target in moves:
-            os.replace(target.with_name(target.name + ".tmp"), target)
-        set_parameter(ensemble.config_path(ensemble.postprocess), "labels", json.dumps(label_names))
-        set_parameter(ensemble.config_path(ensemble.tokenizer), "max_length", str(max_length))
+            files[ensemble.classifier].append((Path(confusion_png), "confusion_matrix.png"))
+        folders = {model: ensemble.version_dir(model, version) for model in files}
+        if all(folder.is_dir() for folder in folders.values()):  # SOURCE_VERSION: its code is there already
+            moves = [(source, folders[model] / name) for model, sources in files.items() for source, name in sources]
+            for source, target in moves:
+                shutil.copyfile(source, target.with_name(target.name + ".tmp"))
+            for _, target in moves:
+                os.replace(target.with_name(target.name + ".tmp"), target)
+        else:
+            for model, sources in files.items():
+                assembled = ensemble.repository / model / f".staging-{version}"
+                shutil.rmtree(assembled, ignore_errors=True)
+                code = ensemble.version_dir(model, SOURCE_VERSION)
+                shutil.copytree(code, assembled, ignore=shutil.ignore_patterns(*BUILD_OUTPUTS))
+                for source, name in sources:
+                    shutil.copyfile(source, assembled / name)
+            for model in files:
+                os.rename(ensemble.repository / model / f".staging-{version}", folders[model])
+        if not ensemble.built_versions()[:-1]:  # the first version: the configs take its labels and length
+            set_parameter(ensemble.config_path(ensemble.postprocess), "labels", json.dumps(label_names))
+            set_parameter(ensemble.config_path(ensemble.tokenizer), "max_length", str(max_length))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return version

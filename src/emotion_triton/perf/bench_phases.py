@@ -217,10 +217,13 @@ async def measure(make_sender, texts, concurrency, batch_size, seconds):
         await close()
 
 
-def serve_repository(repository: Path, workdir: Path, classifier: str = DEFAULT_CLASSIFIER) -> LocalServer:
+def serve_repository(
+    repository: Path, workdir: Path, classifier: str = DEFAULT_CLASSIFIER, response_cache_mb: int = 0
+) -> LocalServer:
     options = ServerOptions.on_free_ports(
         repository=repository,
         classifier=classifier,
+        response_cache_mb=response_cache_mb,
         log_file=workdir / f"tritonserver-{repository.name}-{classifier}.log",
     )
     server = LocalServer(options)

@@ -70,6 +70,28 @@ async def closed_loop(
     )
 
 
+def repeating_texts(texts: list[str], repeat_share: float, count: int, seed: int = 0) -> list[str]:
+    """A stream of `count` texts in which `repeat_share` of them repeat an earlier text of the stream
+    (retweets, templates), the others are new: for the response cache's benchmark, cache on vs off.
+
+    New texts come from `texts` in order, made unique with a counter once they run out. closed_loop
+    cycles its list: a window that sends more than `count` texts repeats them all on its next pass.
+    """
+    if not 0.0 <= repeat_share < 1.0:
+        raise ValueError(f"repeat_share must be in [0, 1), not {repeat_share}")
+    rng = np.random.default_rng(seed)
+    stream: list[str] = []
+    fresh = 0
+    for _ in range(count):
+        if stream and rng.random() < repeat_share:
+            stream.append(stream[int(rng.integers(len(stream)))])
+        else:
+            text = texts[fresh % len(texts)]
+            stream.append(text if fresh < len(texts) else f"{text} {fresh // len(texts)}")
+            fresh += 1
+    return stream
+
+
 def triton_grpc_sender(url: str, model: str, input_name: str, output_names: list[str]):
     """(send, close) for Triton's asyncio gRPC client."""
     import tritonclient.grpc.aio as grpcclient

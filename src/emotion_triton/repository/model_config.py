@@ -35,6 +35,17 @@ CLASSIFIER_CONFIGS = {
 
 # Written by build/build.py; never part of a repository's source (see .gitignore).
 BUILD_OUTPUTS = ("*.pt", "*.onnx", "tokenizer.json", "build_report.json", "*.png", "__pycache__")
+# The version folder that holds the models' code in git (model.py and its modules). The first build
+# installs into it; every later build installs a new numbered folder with a copy of this code beside
+# the build's files, so a version is self-contained: rolling back restores its code too.
+SOURCE_VERSION = 1
+# Built versions a repository keeps: the served one and the two before it (a rollback needs the one
+# before; an older one costs only disk). Older ones are removed when a new version becomes the served one.
+KEPT_VERSIONS = 3
+# Written by the local server while it serves a repository (its addresses and admin key, mode 0600),
+# removed when it stops: a build run against that repository rolls its new version out through it.
+# A file, not a folder: tritonserver takes every folder of the repository for a model.
+SERVER_FILE = ".server.json"
 
 
 def copy_sources(target: str | Path, source: str | Path = DEFAULT_REPOSITORY) -> Path:
@@ -98,8 +109,59 @@ class Ensemble:
     def config(self, model: str, variant: str | None = None) -> model_config_pb2.ModelConfig:
         return parse_config(self.config_path(model, variant))
 
-    def version_dir(self, model: str) -> Path:
-        return self.repository / model / "1"
+    # Versions. The tokenizer and the classifier carry a build's files and are versioned together:
+    # version N of the model is emotion_tokenizer/N/ (tokenizer.json) and emotion_classifier/N/
+    # (model.pt, model.onnx, build_report.json). The one fact saying which version serves is the
+    # ensemble's config.pbtxt: its two steps pin `model_version: N` (written together by
+    # set_served_version; -1, the checkout's value, is the newest version folder).
+
+    @property
+    def versioned(self) -> tuple[str, str]:
+        """The models whose version folders hold a build's files."""
+        return self.tokenizer, self.classifier
+
+    def version_dir(self, model: str, version: int | None = None) -> Path:
+        """`model`'s folder of `version` (default: the served version)."""
+        return self.repository / model / str(self.served_version if version is None else version)
+
+    def versions(self) -> list[int]:
+        """Every version folder of the classifier, ascending (built or not)."""
+        folder = self.repository / self.classifier
+        return sorted(int(path.name) for path in folder.iterdir() if path.is_dir() and path.name.isdigit())
+
+    def built_versions(self) -> list[int]:
+        """The versions holding a build's files (a model file, its report and the tokenizer), ascending."""
+        return [version for version in self.versions() if self.is_built(version)]
+
+    def pinned_version(self) -> int:
+        """The ensemble's pin of the versioned steps: a version, or -1 (the newest folder)."""
+        steps = {step.model_name: step.model_version for step in self.config(self.name).ensemble_scheduling.step}
+        pins = {steps[model] for model in self.versioned}
+        if len(pins) != 1:
+            raise ValueError(
+                f"{self.config_path(self.name)} pins {self.tokenizer} and {self.classifier} to different versions "
+                f"({', '.join(f'{model} {steps[model]}' for model in self.versioned)}): they are built together"
+            )
+        return pins.pop()
+
+    @property
+    def served_version(self) -> int:
+        """The version the ensemble serves: its pin, or with -1 the newest folder (SOURCE_VERSION if none)."""
+        pin = self.pinned_version()
+        return pin if pin > 0 else max(self.versions(), default=SOURCE_VERSION)
+
+    def set_served_version(self, version: int) -> None:
+        """Pins the ensemble's tokenizer and classifier steps to `version` (in place, comments kept)."""
+        path = self.config_path(self.name)
+        text = path.read_text()
+        for model in self.versioned:
+            pattern = re.compile(r'(model_name:\s*"' + re.escape(model) + r'"\s*model_version:\s*)-?\d+')
+            text, count = pattern.subn(lambda m: m.group(1) + str(version), text)
+            if count != 1:
+                raise ValueError(f"{path}: expected one step of '{model}' followed by its model_version, found {count}")
+        path.write_text(text)
+        if self.pinned_version() != version:
+            raise ValueError(f"{path}: pinning version {version} did not round-trip")
 
     @property
     def tokenizer_file(self) -> Path:
@@ -113,13 +175,17 @@ class Ensemble:
     def onnx_file(self) -> Path:
         return self.version_dir(self.classifier) / "model.onnx"
 
-    def served_file(self, variant: str) -> Path:
+    def served_file(self, variant: str, version: int | None = None) -> Path:
         """The classifier file a variant of CLASSIFIER_CONFIGS serves."""
-        return self.onnx_file if variant.startswith("onnx") else self.model_file
+        return self.version_dir(self.classifier, version) / ("model.onnx" if variant.startswith("onnx") else "model.pt")
 
     @property
     def report_file(self) -> Path:
         return self.version_dir(self.classifier) / "build_report.json"
+
+    def report(self, version: int | None = None) -> dict:
+        """The build report of `version` (default: the served one)."""
+        return json.loads((self.version_dir(self.classifier, version) / "build_report.json").read_text())
 
     @property
     def labels(self) -> list[str]:
@@ -143,5 +209,8 @@ class Ensemble:
         label, scores = (output.name for output in self.config(self.name).output)
         return label, scores
 
-    def is_built(self) -> bool:
-        return self.model_file.is_file() and self.tokenizer_file.is_file()
+    def is_built(self, version: int | None = None) -> bool:
+        """Whether `version` (default: the served one) holds model.pt and the tokenizer."""
+        return (self.version_dir(self.classifier, version) / "model.pt").is_file() and (
+            self.version_dir(self.tokenizer, version) / "tokenizer.json"
+        ).is_file()

@@ -107,15 +107,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def check_built_model(ensemble: Ensemble, classifier: str) -> None:
-    """Loads the files the classifier variant serves (model.pt or model.onnx) and tokenizer.json once,
-    so a broken file is one line here, not a Triton log."""
+def check_built_model(ensemble: Ensemble, classifier: str, version: int | None = None) -> None:
+    """Loads the files the classifier variant serves (model.pt or model.onnx) and tokenizer.json of
+    `version` (default: the served one) once, so a broken file is one line here, not a Triton log."""
     from tokenizers import Tokenizer
 
-    for path, load in ((ensemble.served_file(classifier), _load_model), (ensemble.tokenizer_file, Tokenizer.from_file)):
+    tokenizer_file = ensemble.version_dir(ensemble.tokenizer, version) / "tokenizer.json"
+    for path, load in ((ensemble.served_file(classifier, version), _load_model), (tokenizer_file, Tokenizer.from_file)):
         rel = relative_path(path)
         if not path.is_file():
-            other = " (or serve model.pt: --classifier libtorch)" if path == ensemble.onnx_file else ""
+            other = " (or serve model.pt: --classifier libtorch)" if path.name == "model.onnx" else ""
             raise ServerError(f"{rel} is missing: build the model with `{OFFLINE_BUILD_COMMAND}`{other}")
         try:
             load(str(path))

@@ -1,0 +1,92 @@
+"""The versions of a model repository: where a new build goes, which ones are kept, and which local
+server serves the repository (its SERVER_FILE). Which version serves is the ensemble's pin
+(Ensemble.served_version); this module never changes it by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .model_config import BUILD_OUTPUTS, KEPT_VERSIONS, SERVER_FILE, SOURCE_VERSION, Ensemble
+
+# The highest version ever installed in the repository (a file beside the models). A number is never
+# used twice: Triton's response cache keys an answer by model name, version and inputs, and kept the
+# answers of a removed version for the next one of the same number (seen in tests/test_rollout.py).
+COUNTER_FILE = ".last_version"
+
+
+def next_version(ensemble: Ensemble) -> int:
+    """The version a new build installs: one above every version folder and every version installed
+    before (SOURCE_VERSION while none is built), recorded at once."""
+    if not ensemble.built_versions():
+        version = SOURCE_VERSION
+    else:
+        path = Path(ensemble.repository) / COUNTER_FILE
+        try:
+            last = int(path.read_text())
+        except (OSError, ValueError):
+            last = 0
+        version = max([last, *ensemble.versions()]) + 1
+    (Path(ensemble.repository) / COUNTER_FILE).write_text(f"{version}\n")
+    return version
+
+
+def remove_version(ensemble: Ensemble, version: int) -> None:
+    """Deletes `version` of the tokenizer and the classifier; of SOURCE_VERSION only the build's files
+    (its code is the repository's own, kept in git)."""
+    for model in ensemble.versioned:
+        folder = ensemble.version_dir(model, version)
+        if version != SOURCE_VERSION:
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        for pattern in BUILD_OUTPUTS:
+            for path in folder.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def versions_above_served(ensemble: Ensemble) -> list[int]:
+    """Version folders above the served one: rolled back from, refused, or left by a killed build."""
+    served = ensemble.served_version
+    return [version for version in ensemble.versions() if version > served]
+
+
+def prune(ensemble: Ensemble, keep: int = KEPT_VERSIONS) -> list[int]:
+    """Removes the built versions below the served one beyond the `keep` newest (the served one counts);
+    returns the versions removed."""
+    served = ensemble.served_version
+    older = [version for version in ensemble.built_versions() if version < served]
+    removed = older[: max(0, len(older) - (keep - 1))]
+    for version in removed:
+        remove_version(ensemble, version)
+    return removed
+
+
+def server_file(repository: str | Path) -> Path:
+    return Path(repository) / SERVER_FILE
+
+
+def write_server_file(repository: str | Path, http_url: str, admin_key: str, pid: int, classifier: str) -> Path:
+    """Says that the tritonserver `pid` serves `repository` at `http_url` with the `classifier` variant (readable by its owner only:
+    it holds the admin key of the model-control API)."""
+    path = server_file(repository)
+    descriptor = os.open(path.with_name(path.name + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump({"http_url": http_url, "admin_key": admin_key, "pid": pid, "classifier": classifier}, file)
+    os.replace(path.with_name(path.name + ".tmp"), path)
+    return path
+
+
+def serving_server(repository: str | Path) -> dict | None:
+    """{"http_url", "admin_key", "pid", "classifier"} of the local server serving `repository`, or None (no file, or
+    its process is gone: a server killed without its stop leaves the file behind)."""
+    path = server_file(repository)
+    try:
+        server = json.loads(path.read_text())
+        os.kill(int(server["pid"]), 0)
+    except ProcessLookupError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return server

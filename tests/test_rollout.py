@@ -1,0 +1,224 @@
+"""Model versions on a real local server: a checked roll-out and a rollback under a closed-loop load
+lose no request and switch the answers; broken versions are refused while the old one keeps answering."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from emotion_triton.build.pipeline import BuildOptions, build
+from emotion_triton.build.training import training_arguments
+from emotion_triton.client import EmotionClient
+from emotion_triton.repository import Ensemble
+from emotion_triton.repository.versions import next_version, remove_version, serving_server, versions_above_served
+from emotion_triton.serving.rollout import RolloutRefused, roll_back, roll_out
+
+from .conftest import start_server
+
+pytestmark = pytest.mark.server
+
+PROBES = 4  # texts per request of the load
+CLIENTS = 3  # closed loop: each sends its next request when the last one is answered
+MAX_REQUESTS = 20_000  # bounds of every load: its count and its seconds
+MAX_SECONDS = 120.0
+
+
+@dataclass
+class ClosedLoop:
+    """CLIENTS threads sending the same texts over gRPC, without retries: every error counts."""
+
+    url: str
+    texts: list[str]
+    answers: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)  # (time answered, labels)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> ClosedLoop:
+        deadline = time.monotonic() + MAX_SECONDS
+        self._threads = [threading.Thread(target=self._client, args=(deadline,), daemon=True) for _ in range(CLIENTS)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _client(self, deadline: float) -> None:
+        with EmotionClient(self.url, retries=0, timeout=30.0) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline and len(self.answers) < MAX_REQUESTS:
+                try:
+                    labels, _ = client.infer(self.texts)
+                    self.answers.append((time.monotonic(), tuple(labels)))
+                except Exception as error:  # every failure is the test's finding
+                    self.errors.append(f"{type(error).__name__}: {error}")
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def between(self, start: float, end: float) -> set[tuple[str, ...]]:
+        return {labels for at, labels in self.answers if start <= at < end}
+
+
+def cache_hits(metrics_url: str, model: str) -> dict[int, float]:
+    """Triton's response-cache hits of each version of `model`."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = rf'^nv_cache_num_hits_per_model{{model="{model}",version="(\d+)"}} (\S+)$'
+    return {int(version): float(value) for version, value in re.findall(pattern, text, re.MULTILINE)}
+
+
+def single_label_data(source: Path, target: Path, label: str) -> Path:
+    """The small data set with every training text labelled `label` (its validation split as it is): a
+    model trained on it answers `label` to everything, so its answers differ from the served model's."""
+    target.mkdir()
+    rows = (source / "train.txt").read_text().splitlines()
+    (target / "train.txt").write_text("".join(f"{row.rsplit(';', 1)[0]};{label}\n" for row in rows))
+    shutil.copy(source / "validation.txt", target / "validation.txt")
+    return target
+
+
+@pytest.fixture(scope="module")
+def versioned(built_repository, tmp_path_factory):
+    """(repository, server, ensemble): a copy of the tiny distilbert build (version 1) served by its own
+    local server, with Triton's response cache on (the classifier step's)."""
+    source, _ = built_repository("distilbert")
+    root = tmp_path_factory.mktemp("versions")
+    repository = root / "model_repository"
+    shutil.copytree(source, repository)
+    server = start_server(repository, root, response_cache_mb=16)
+    yield repository, server, Ensemble.read(repository)
+    server.stop()
+
+
+def test_a_roll_out_and_a_rollback_under_load_lose_no_request(
+    versioned, tiny_base, small_data, validation_texts, tmp_path
+):
+    repository, server, ensemble = versioned
+    texts = validation_texts[:PROBES]
+    assert serving_server(repository)["http_url"] == server.http_url, "the server says where it serves"
+    with EmotionClient(server.grpc_url) as client:
+        old = tuple(client.infer(texts)[0])
+    # The new model answers a label the served one gives none of the probe texts.
+    new_label = next(label for label in ensemble.labels if label not in old)
+    data = single_label_data(small_data, tmp_path / "data", new_label)
+    recipe = {"max_steps": 12, "per_device_train_batch_size": 16, "learning_rate": 1e-2, "num_train_epochs": 1}
+
+    with ClosedLoop(server.grpc_url, texts) as load:
+        time.sleep(1.0)
+        building = time.monotonic()
+        options = BuildOptions(
+            base_model=str(tiny_base("distilbert")), data=str(data), repository=repository, labels=ensemble.labels
+        )
+        report = build(options, training_arguments(tmp_path / "run", **recipe))
+        built = time.monotonic()
+        # A server serves the repository: the build installed version 2 beside version 1 and served nothing new.
+        assert (report["version"], ensemble.served_version, ensemble.built_versions()) == (2, 1, [1, 2])
+        assert (ensemble.labels, ensemble.max_length) == (options.labels, 128)
+        started = time.monotonic()
+        assert roll_out(repository) == (1, 2)
+        switched = time.monotonic()
+        time.sleep(1.5)
+        rolling_back = time.monotonic()
+        assert roll_back(repository) == (2, 1)
+        rolled_back = time.monotonic()
+        time.sleep(1.5)
+    ended = time.monotonic()
+
+    assert not load.errors, f"{len(load.errors)} of {len(load.errors) + len(load.answers)} failed: {load.errors[:3]}"
+    new = (new_label,) * PROBES
+    # A request in flight when the pin moves is answered by the ensemble it entered: 0.5 s of grace.
+    assert load.between(0, started) == {old}, "before the roll-out (and during the build): the old model's answers"
+    assert load.between(started, ended) <= {old, new}, "one model's answers or the other's, never a mix"
+    assert load.between(switched + 0.5, rolling_back) == {new}, "after the roll-out: the new model's"
+    assert load.between(rolled_back + 0.5, ended) == {old}, "after the rollback: the old model's again"
+    # The same texts again and again: answered from the response cache, by each version from its own
+    # entries (the answers switched above, both ways).
+    hits = cache_hits(server.metrics_url, ensemble.classifier)
+    assert hits.get(1, 0) > 0 and hits.get(2, 0) > 0, hits
+    # The served version is the ensemble's pin; version 2 stays until the next build replaces it.
+    assert ensemble.served_version == 1 and ensemble.built_versions() == [1, 2]
+    assert server.health_problem() is None
+    print(
+        f"\n{len(load.answers)} requests of {PROBES} texts ({CLIENTS} closed-loop clients) in "
+        f"{ended - building + 1:.1f} s, none failed; build {built - building:.1f} s, roll-out "
+        f"{switched - started:.1f} s, rollback {rolled_back - rolling_back:.1f} s; response-cache hits {hits}"
+    )
+
+
+def install_copy_of_served(ensemble: Ensemble) -> int:
+    """A new version: a copy of the served one's folders, numbered and placed as a build installs it."""
+    version = next_version(ensemble)  # never a number used before (the response cache keys by it)
+    for above in versions_above_served(ensemble):  # only the two newest folders load
+        remove_version(ensemble, above)
+    for model in ensemble.versioned:
+        # New files, as a build writes them: Triton tells a changed version folder by its files' times.
+        shutil.copytree(
+            ensemble.version_dir(model), ensemble.version_dir(model, version), copy_function=shutil.copyfile
+        )
+    return version
+
+
+def skew_classifier_bias(path: Path, label: int) -> None:
+    """A model.onnx that loads and answers, but every text `label`: its classifier's bias dwarfs the logits."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    bias = next(i for i in model.graph.initializer if i.name.endswith("classifier.bias"))
+    values = numpy_helper.to_array(bias).copy()
+    values[:] = 0.0
+    values[label] = 1e4
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(path))
+
+
+def test_broken_versions_are_refused_while_the_old_one_keeps_answering(versioned, validation_texts):
+    repository, server, ensemble = versioned
+    texts = validation_texts[:PROBES]
+    served = ensemble.served_version
+    kept = [version for version in ensemble.built_versions() if version <= served]  # the ones above make way
+    with EmotionClient(server.grpc_url) as client:
+        old = tuple(client.infer(texts)[0])
+
+    with ClosedLoop(server.grpc_url, texts) as load:
+        # A corrupt file: refused before the server loads it; the command says so in one line and exits 1.
+        corrupt = install_copy_of_served(ensemble)
+        onnx_file = ensemble.served_file("onnx", corrupt)
+        onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
+        command = [sys.executable, "-m", "emotion_triton.commands.rollout", "--repository", str(repository)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"roll-out refused: version {corrupt} cannot be loaded: ")
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert corrupt not in ensemble.versions() and ensemble.served_version == served
+
+        # A model that loads and answers, far below its build report's accuracy.
+        sample = ensemble.report(served)["rollout_check"]
+        rare = min(range(len(ensemble.labels)), key=lambda i: sample["labels"].count(ensemble.labels[i]))
+        wrong = install_copy_of_served(ensemble)
+        skew_classifier_bias(ensemble.served_file("onnx", wrong), rare)
+        with pytest.raises(
+            RolloutRefused, match=rf"version {wrong} scored [0-9.]+% on its \d+-text validation"
+        ) as refused:
+            roll_out(repository)
+        print(f"\n{result.stderr.strip()[:160]}\nroll-out refused: {refused.value}")
+        served_accuracy, report_accuracy = map(float, re.findall(r"([0-9.]+)% ", str(refused.value)))
+        assert served_accuracy < report_accuracy - 10, "far below: every text gets the rarest label"
+        assert wrong not in ensemble.versions() and ensemble.served_version == served
+        time.sleep(0.5)
+
+    assert not load.errors, f"{len(load.errors)} of {len(load.errors) + len(load.answers)} failed: {load.errors[:3]}"
+    assert {labels for _, labels in load.answers} == {old}, "the old version answered every request"
+    # The commands return once the versions they dropped are unloaded: the server is ready again.
+    assert ensemble.built_versions() == kept and server.health_problem() is None
+    print(
+        f"\n{len(load.answers)} requests during the two refused roll-outs, none failed, all answered by version {served}"
+    )
