@@ -54,6 +54,8 @@ def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small
     assert quantization["installed"] == report["onnx"]["quantization"]["installed"] == "int8"
     scripted = torch.jit.load(str(Ensemble.read(options.repository).model_file))
     assert "quantized::linear_dynamic" in str(scripted.inlined_graph)
+    # The model runs inside the graph's If branches: quantized there too.
+    assert "DynamicQuantizeLinear" in operators(onnx.load(str(Ensemble.read(options.repository).onnx_file)).graph)
 
 
 @pytest.mark.parametrize("classifier", CLASSIFIERS)
@@ -119,8 +121,18 @@ def test_an_int8_file_that_fails_the_gate_is_installed_in_fp32_beside_one_that_p
     assert report["quantization"]["installed"] == "fp32" and report["onnx"]["quantization"]["installed"] == "int8"
     assert "quantized::linear_dynamic" not in str(torch.jit.load(str(ensemble.model_file)).inlined_graph)
     assert "validation_fp32" not in report, "the report's validation is the installed fp32 model.pt's"
-    operators = {node.op_type for node in onnx.load(str(ensemble.onnx_file)).graph.node}
-    assert "DynamicQuantizeLinear" in operators, "model.onnx is the int8 file"
+    assert "DynamicQuantizeLinear" in operators(onnx.load(str(ensemble.onnx_file)).graph), "model.onnx is the int8 file"
+
+
+def operators(graph) -> set[str]:
+    """The op types of an ONNX graph and of the subgraphs of its If nodes."""
+    found = set()
+    for node in graph.node:
+        found.add(node.op_type)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                found |= operators(subgraph)
+    return found
 
 
 def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_repository, small_data, monkeypatch):

@@ -120,7 +120,8 @@ def quantize_int8(source: Path, target: Path) -> None:
     """ONNX Runtime's dynamic int8 quantization: int8 weights, activations quantized per batch at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    # EnableSubgraph: the model runs inside the graph's If branches, which the quantizer skips by default.
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
 
 
 def session(path: Path, threads: int = 0):
