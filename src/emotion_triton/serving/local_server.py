@@ -40,8 +40,9 @@ from .tritonserver_flags import TritonServerFlags
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's regions, one per stub
-# The classifier variant `make serve` runs: the fastest in `make bench` on 2 cores (docs/performance.md):
-# model.onnx on ONNX Runtime led at every concurrency, fp32 and int8 (1.5x the Python variant's texts/s at one client).
+# The classifier variant `make serve` (and the CPU container) runs: the fastest in `make bench` on 2 cores
+# (docs/performance.md): model.onnx on ONNX Runtime in a Python-backend model, ahead of the libtorch and the
+# native ONNX Runtime backends under load (its chunks of similar length, both cores for a lone request).
 DEFAULT_CLASSIFIER = "onnx"
 
 
