@@ -31,6 +31,8 @@ CLASSIFIER_CONFIGS = {
     "onnx": "onnx",  # model.onnx on ONNX Runtime inside a Python-backend model
     "onnxruntime": "onnxruntime",  # model.onnx on Triton's ONNX Runtime backend
 }
+# The build's file each variant serves (a name, not a pattern: a new variant says which it serves).
+CLASSIFIER_FILES = {"libtorch": "model.pt", "onnx": "model.onnx", "onnxruntime": "model.onnx"}
 
 
 # Written by build/build.py; never part of a repository's source (see .gitignore).
@@ -177,7 +179,7 @@ class Ensemble:
 
     def served_file(self, variant: str, version: int | None = None) -> Path:
         """The classifier file a variant of CLASSIFIER_CONFIGS serves."""
-        return self.version_dir(self.classifier, version) / ("model.onnx" if variant.startswith("onnx") else "model.pt")
+        return self.version_dir(self.classifier, version) / CLASSIFIER_FILES[variant]
 
     @property
     def report_file(self) -> Path:
