@@ -142,8 +142,12 @@ def test_a_run_started_from_the_page_charts_texts_per_second_and_accuracy(served
     assert beside
 
     def stopped() -> bool:
-        """Stopped, or Stop clicked (again: a click while the page re-renders the header can be lost)."""
+        """Stopped, or Stop clicked (again: a click while the page re-renders the header can be lost).
+        Locust's own state, which the page polls, counts too: the header's text can lag it by a poll."""
         if "STOPPED" in [line.upper() for line in header()]:
+            return True
+        state = browser.execute_script("return fetch('./stats/requests').then(r => r.json()).then(d => d.state)")
+        if state == "stopped":
             return True
         for button in browser.find_elements(By.XPATH, "//button[contains(., 'Stop')]")[:1]:
             button.click()
