@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from emotion_triton.build.pipeline import BuildOptions, build
 from emotion_triton.build.training import training_arguments
+from emotion_triton.containers.cpu_host import git, working_tree_copy
 from emotion_triton.data import EMOTION_DATA_DIR, read_file
 from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
 from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions
@@ -122,28 +121,14 @@ def served(built_repository, tmp_path_factory):
         server.stop()
 
 
-def git(folder: Path, *arguments: str) -> str:
-    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-C", str(folder), *arguments]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
-
-
 def git_status(folder: Path) -> list[str]:
     """What `git status` shows in `folder`: every untracked or changed file, one per line (ignored ones not)."""
     return git(folder, "status", "--porcelain", "--untracked-files=all").splitlines()
 
 
 def git_checkout(target: Path) -> Path:
-    """A clean clone of the project's working tree in `target`: its tracked files (and new ones not
-    ignored) as they are on disk, committed, so that `git status` there shows what a test leaves behind."""
-    files = git(PROJECT, "ls-files", "--cached", "--others", "--exclude-standard", "-z").split("\0")
-    for name in filter(None, files):
-        if (PROJECT / name).is_file():  # not a file deleted in the working tree
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(PROJECT / name, target / name)
-    git(target, "init", "--quiet")
-    git(target, "add", "--all")
-    git(target, "commit", "--quiet", "--message", "checkout")
-    return target
+    """A clean clone of the project's working tree in `target` (containers.cpu_host.working_tree_copy)."""
+    return working_tree_copy(PROJECT, target)
 
 
 # `make test` leaves the checkout as it found it: whatever a test writes into the project (a build

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import secrets
 import subprocess
 import sys
@@ -26,23 +25,30 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
+from emotion_triton.build.pipeline import BuildOptions, build
+from emotion_triton.build.training import training_arguments
 from emotion_triton.client import ClientError, EmotionClient
 from emotion_triton.containers import ComposeProject, EngineUnavailable, ensure_compose, ensure_engine
+from emotion_triton.containers.cpu_host import CPU_HOST_FILES, PORTS
+from emotion_triton.containers.cpu_host import CpuHostDeployment as Deployment
 from emotion_triton.containers.stand_ins import StandInError, ensure_stand_ins
-from emotion_triton.repository import CLASSIFIER_CONFIGS
+from emotion_triton.data import read_file
+from emotion_triton.perf.container_bench import CONTAINER_CLIENTS, against_local, container_summary, container_table
+from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble, copy_sources
 from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER
 from emotion_triton.serving.preflight import free_port
 
 from .conftest import git_checkout, git_status, start_server
 from .test_deploy import seconds
+from .test_rollout import PROBES, ClosedLoop, install_copy, single_label_data, skew_classifier_bias
 
 PROJECT = Path(__file__).resolve().parents[1]
-CPU_HOST_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
 TEXTS = ["i feel wonderful today", "this is terrifying", "i miss her so much", "why would you do that to me"]
 SCORE_TOLERANCE = 1e-4
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
@@ -63,56 +69,12 @@ def engine():
         pytest.skip(f"no container engine here: {error}")
 
 
-def memlock_override(directory: Path) -> Path | None:
-    """On a host whose hard memlock limit is finite (this kind of machine), `ulimits: memlock: -1` fails
-    with "error setting rlimit type 8: operation not permitted": an override of the tests' own lowers
-    it to the host's hard limit. The production files stay as they are (docs/deploy.md)."""
-    hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
-    if hard == resource.RLIM_INFINITY:
-        return None
-    override = directory / "docker-compose.memlock.yml"
-    limit = {"ulimits": {"memlock": hard}}
-    override.write_text(yaml.safe_dump({"services": {"build": limit, "tritonserver": limit}}))
-    return override
-
-
-class Deployment:
-    """The CPU-host deployment of a user's checkout, its ports on 127.0.0.1."""
-
-    def __init__(self, checkout: Path, checkpoint: Path, name: str):
-        self.checkout = checkout
-        self.ports = {name: free_port() for name in ("HTTP_PORT", "GRPC_PORT", "METRICS_PORT", "PROMETHEUS_PORT")}
-        self.admin_key = secrets.token_urlsafe(18)
-        override = memlock_override(checkout)
-        env = {name: f"127.0.0.1:{port}" for name, port in self.ports.items() if name != "PROMETHEUS_PORT"}
-        env |= {"PROMETHEUS_PORT": str(self.ports["PROMETHEUS_PORT"]), "BUILD_CHECKPOINT_DIR": str(checkpoint)}
-        env |= {"TRITON_ADMIN_KEY": self.admin_key}
-        files = CPU_HOST_FILES + ((override.name,) if override else ())
-        self.compose = ComposeProject(checkout, files, name, env)
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports['GRPC_PORT']}"
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.ports['HTTP_PORT']}"
-
-    def healthy(self, timeout: float = 300) -> float:
-        return self.compose.wait_for_health("tritonserver", "healthy", timeout)
-
-    def serving(self) -> None:
-        """Healthy again after an earlier test that failed half-way (restarted when it is not)."""
-        if self.compose.health("tritonserver") != "healthy":
-            self.compose.run("restart", "tritonserver")
-            self.healthy()
-
-
 @pytest.fixture(scope="module")
 def deployment(engine, built_repository, tmp_path_factory):
     _, checkpoint = built_repository("distilbert")
     checkout = git_checkout(tmp_path_factory.mktemp("user") / "emotion-triton")
-    deployed = Deployment(checkout, checkpoint, f"emotion-triton-test-{secrets.token_hex(3)}")
+    ports = {name: free_port() for name in PORTS}
+    deployed = Deployment(checkout, checkpoint, f"emotion-triton-test-{secrets.token_hex(3)}", ports)
     try:
         yield deployed
     finally:  # the images stay (emotion-triton/*:local, a user's tags): the next run builds nothing
@@ -199,6 +161,29 @@ def test_the_cpu_host_command_builds_the_model_and_serves_what_the_local_server_
             )
     finally:
         local.stop()
+
+
+def test_the_benchmark_measures_the_container_and_the_local_server_in_turns(deployment, small_data, tmp_path):
+    """make bench's container phase on this deployment: both servers answer every request at each
+    concurrency, and the ratios of the issue's bound (within 10% of the local server) are computed."""
+    deployment.serving()
+    local = start_server(deployment.checkout / "model_repository", tmp_path)
+    try:
+        texts = read_file(small_data / "validation.txt").texts
+        points = against_local(deployment, local, texts, seconds=0.5)
+    finally:
+        local.stop()
+    assert [(p["system"], p["concurrency"]) for p in points] == [
+        (system, clients) for clients in CONTAINER_CLIENTS for system in ("local", "container")
+    ]
+    assert all(p["errors"] == 0 and p["texts"] > 0 for p in points), points
+    summary = container_summary({"points": points})
+    for clients in CONTAINER_CLIENTS:
+        by_system = {p["system"]: p for p in points if p["concurrency"] == clients}
+        ratio = by_system["container"]["texts_per_second"] / by_system["local"]["texts_per_second"]
+        assert summary[f"container_vs_local_c{clients}_texts_per_second"] == pytest.approx(ratio)
+    assert "| container | 16 |" in container_table({"up_seconds": 1.0, "points": points})
+    print({key: round(value, 3) for key, value in summary.items()})
 
 
 def test_a_second_up_rebuilds_and_restarts_nothing(deployment):
@@ -471,3 +456,91 @@ def test_the_gpu_file_alone_on_a_host_without_a_gpu_fails_with_docker_s_device_e
         gpu_only.down()
     assert result.returncode != 0
     assert 'could not select device driver "nvidia" with capabilities: [[gpu]]' in result.stderr, result.stderr
+
+
+def test_a_new_model_rolls_out_and_back_through_the_build_service_under_load(
+    deployment, tiny_base, small_data, validation_texts, tmp_path
+):
+    """docs/deploy.md's container roll-out: `BUILD_NEW_VERSION=1 docker compose run --rm build` installs
+    a new version beside the served one and ends with its checked roll-out through tritonserver's
+    model-control API (the admin key); BUILD_MODE=rollback serves the version before again. A
+    closed-loop load from the host meanwhile: no request fails, the answers switch both ways."""
+    deployment.serving()
+    repository = deployment.checkout / "model_repository"
+    ensemble = Ensemble.read(repository)
+    texts = validation_texts[:PROBES]
+    with EmotionClient(deployment.grpc_url) as client:
+        old = tuple(client.infer(texts)[0])
+    # A checkpoint that answers a label the served model gives none of the probe texts.
+    new_label = next(label for label in ensemble.labels if label not in old)
+    data = single_label_data(small_data, tmp_path / "data", new_label)
+    recipe = {"max_steps": 12, "per_device_train_batch_size": 16, "learning_rate": 1e-2, "num_train_epochs": 1}
+    options = BuildOptions(
+        base_model=str(tiny_base("distilbert")),
+        data=str(data),
+        repository=copy_sources(tmp_path / "scratch_repository"),
+        labels=ensemble.labels,
+    )
+    build(options, training_arguments(tmp_path / "run", **recipe))
+    compose = replace(
+        deployment.compose,
+        env={
+            **deployment.compose.env,
+            "BUILD_CHECKPOINT_DIR": str(tmp_path / "run" / "checkpoint"),
+            "BUILD_DATA_DIR": str(data),
+        },
+    )
+    served = ensemble.served_version
+
+    with ClosedLoop(deployment.grpc_url, texts) as load:
+        time.sleep(1.0)
+        started = time.monotonic()
+        rollout = compose.run("run", "--rm", "-T", "-e", "BUILD_NEW_VERSION=1", "build", check=False, timeout=900)
+        rolled_out = time.monotonic()
+        assert rollout.returncode == 0, rollout.stderr[-3000:]
+        (version,) = re.findall(r"version (\d+) serves \(was (?:\d+)\)", rollout.stdout + rollout.stderr)
+        assert int(version) > served and ensemble.served_version == int(version)
+        time.sleep(1.5)
+        rolling_back = time.monotonic()
+        rollback = compose.run("run", "--rm", "-T", "-e", "BUILD_MODE=rollback", "build", check=False, timeout=300)
+        rolled_back = time.monotonic()
+        assert rollback.returncode == 0, rollback.stderr[-3000:]
+        assert f"version {served} serves again (was {version})" in rollback.stdout + rollback.stderr
+        time.sleep(1.5)
+    ended = time.monotonic()
+
+    assert not load.errors, f"{len(load.errors)} of {len(load.errors) + len(load.answers)} failed: {load.errors[:3]}"
+    new = (new_label,) * PROBES
+    assert load.between(0, started) == {old}
+    assert load.between(started, ended) <= {old, new}, "one model's answers or the other's, never a mix"
+    assert load.between(rolled_out + 0.5, rolling_back) == {new}, "after the roll-out: the new model's"
+    assert load.between(rolled_back + 0.5, ended) == {old}, "after the rollback: the old model's again"
+    assert ensemble.served_version == served and deployment.compose.health("tritonserver") == "healthy"
+    print(
+        f"\n{len(load.answers)} requests in {ended - started + 1:.1f} s, none failed; build + roll-out "
+        f"{rolled_out - started:.1f} s, rollback {rolled_back - rolling_back:.1f} s (each with its container's start)"
+    )
+
+    # Broken versions, rolled out by BUILD_MODE=rollout: refused in one line, the old one keeps answering.
+    with ClosedLoop(deployment.grpc_url, texts) as load:
+        sample = ensemble.report(int(version))["rollout_check"]
+        rare = min(range(len(ensemble.labels)), key=lambda i: sample["labels"].count(ensemble.labels[i]))
+        wrong = install_copy(ensemble, source=int(version))  # far below its report's accuracy
+        skew_classifier_bias(ensemble.served_file("onnx", wrong), rare)
+        refused = compose.run("run", "--rm", "-T", "-e", "BUILD_MODE=rollout", "build", check=False, timeout=300)
+        assert refused.returncode == 1, refused.stdout[-2000:]
+        assert re.search(rf"roll-out refused: version {wrong} scored [0-9.]+% on its \d+-text", refused.stderr), (
+            refused.stderr
+        )
+        corrupt = install_copy(ensemble)
+        onnx_file = ensemble.served_file("onnx", corrupt)
+        onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
+        broken = compose.run("run", "--rm", "-T", "-e", "BUILD_MODE=rollout", "build", check=False, timeout=300)
+        assert broken.returncode == 1, broken.stdout[-2000:]
+        assert f"roll-out refused: version {corrupt} cannot be loaded: " in broken.stderr, broken.stderr
+        time.sleep(0.5)
+    assert not load.errors, f"{len(load.errors)} of {len(load.errors) + len(load.answers)} failed: {load.errors[:3]}"
+    assert {labels for _, labels in load.answers} == {old}, "the served version answered every request"
+    assert wrong not in ensemble.versions() and corrupt not in ensemble.versions()
+    print(f"{len(load.answers)} requests during two refused roll-outs, none failed, all answered by version {served}")
+    print(refused.stderr.strip()[:200], broken.stderr.strip()[:200], sep="\n")

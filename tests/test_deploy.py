@@ -43,7 +43,7 @@ from emotion_triton.client import DEFAULT_URLS
 from emotion_triton.commands import serve
 from emotion_triton.containers.engine import compose_binary
 from emotion_triton.containers.stand_ins import STAND_IN_DIR
-from emotion_triton.repository import CLASSIFIER_CONFIGS, DEFAULT_REPOSITORY, Ensemble, parse_config
+from emotion_triton.repository import CLASSIFIER_CONFIGS, CLASSIFIER_FILES, DEFAULT_REPOSITORY, Ensemble, parse_config
 from emotion_triton.serving import canary, tritonserver_flags
 from emotion_triton.serving import local_server as server
 from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER
@@ -72,17 +72,16 @@ LOCAL_ONLY = {
     "--http-address",
     "--grpc-address",
     "--metrics-address",
-    "--load-model",
 }
-# The model control mode: explicit for the local server (its roll-outs load versions), none in the
-# containers (their roll-out is a later step: docs/deploy.md).
+# The models loaded at start: the local server's ensemble (a user's repository may hold others), every
+# model of the containers' repository.
 PER_DEPLOYMENT = {
     "--model-repository",
     "--http-port",
     "--grpc-port",
     "--metrics-port",
     "--allow-gpu-metrics",
-    "--model-control-mode",
+    "--load-model",
 }
 # What a canary may take in one ensemble step beyond the step's queue timeout (its config's
 # default_queue_policy): a request that times out is refused when the batcher next forms a batch,
@@ -495,6 +494,12 @@ def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose,
     assert cpu_flags.pop("--allow-gpu-metrics") == "false" and gpu_flags.pop("--allow-gpu-metrics") == "true"
     assert cpu_flags == gpu_flags, "every other flag is the GPU service's"
     assert config_name == CLASSIFIER_CONFIGS[DEFAULT_CLASSIFIER], "the container serves what `make serve` serves"
+    # A roll-out by the build service loads the file of the classifier variant the server runs.
+    gpu_variant = compose["services"]["build"]["environment"]["EMOTION_TRITON_CLASSIFIER"]
+    cpu_variant = cpu_compose["services"]["build"]["environment"]["EMOTION_TRITON_CLASSIFIER"]
+    production = parse_config(DEFAULT_REPOSITORY / "emotion_classifier" / "config.pbtxt")
+    assert (production.platform, CLASSIFIER_FILES[gpu_variant]) == ("pytorch_libtorch", "model.pt")
+    assert CLASSIFIER_CONFIGS[cpu_variant] == config_name
 
     # The name selects a CPU configuration of the classifier; every model it loads runs on CPU instances only.
     ensemble = Ensemble.read(DEFAULT_REPOSITORY)
@@ -600,7 +605,7 @@ def test_the_local_server_runs_the_containers_flags(monkeypatch, tmp_path):
     assert container["--allow-gpu-metrics"] == "true" and container["--allow-metrics"] == "true"
     assert local["--allow-gpu-metrics"] == "false"
     assert (local["--model-control-mode"], local["--load-model"]) == ("explicit", "emotion")
-    assert container["--model-control-mode"] == "none"
+    assert (container["--model-control-mode"], container["--load-model"]) == ("explicit", "*")  # roll-outs
 
     def shared(given: dict[str, str], only: set[str]) -> dict[str, str]:
         return {k: v for k, v in given.items() if k not in only | PER_DEPLOYMENT}
@@ -788,7 +793,8 @@ def test_build_entrypoint_builds_only_a_repository_without_a_model(tmp_path, tem
     ensemble = Ensemble.read(template)
     script = BUILD_ENTRYPOINT.read_text()
     for built in (ensemble.model_file, ensemble.tokenizer_file):
-        assert f'"{built.relative_to(template)}"' in script, f"the script checks {built.name} where the build puts it"
+        model, _, name = built.relative_to(template).parts
+        assert f"/{model}/*/{name}" in script, f"the script checks {name} where the build puts it, in any version"
 
     repository = tmp_path / "volume"  # an empty Kubernetes volume
     result = run_build_entrypoint(tmp_path, repository, template)
@@ -801,10 +807,19 @@ def test_build_entrypoint_builds_only_a_repository_without_a_model(tmp_path, tem
     assert f"python build/build.py --repository {repository} --epochs 2" in finetune.stdout
 
     built = Ensemble.read(repository)
-    for path in (built.model_file, built.tokenizer_file):
-        path.write_text("built")
+    for path in (built.model_file, built.tokenizer_file):  # version 3 only: a roll-out removed 1's files
+        at = built.version_dir(path.parent.parent.name, 3) / path.name
+        at.parent.mkdir(parents=True)
+        at.write_text("built")
     skipped = run_build_entrypoint(tmp_path, repository, template, BUILD_MODE="finetune")
     assert skipped.returncode == 0 and "nothing to do" in skipped.stdout and "python " not in skipped.stdout
+    # A new version while a server serves: built anyway, on the mounted data (BUILD_DATA_DIR).
+    new = run_build_entrypoint(tmp_path, repository, template, BUILD_NEW_VERSION="1", BUILD_DATA_MOUNT="/data")
+    assert f"--repository {repository} --data /data" in new.stdout, new.stdout
+    rollback = run_build_entrypoint(tmp_path, repository, template, BUILD_MODE="rollback")
+    assert f"python -m emotion_triton.commands.rollout --rollback --repository {repository}" in rollback.stdout
+    rollout = run_build_entrypoint(tmp_path, repository, template, BUILD_MODE="rollout")
+    assert rollout.stdout.strip() == f"python -m emotion_triton.commands.rollout --repository {repository}"
 
     wrong = run_build_entrypoint(tmp_path, tmp_path / "other", template, BUILD_MODE="train")
     assert wrong.returncode == 2 and "BUILD_MODE" in wrong.stderr
@@ -1082,14 +1097,24 @@ SHARED_CONTAINERS = {
 # What TRITON_ADMIN_KEY holds when the operator gives a key: compose's host variable, the Secret.
 OPERATOR_SECRET = "<the operator's secret>"
 # compose's only: a host folder has no place in a cluster.
-COMPOSE_ONLY_MOUNTS = {"/checkpoint"}  # BUILD_CHECKPOINT_DIR, a fine-tuned checkpoint on the docker host
+# BUILD_CHECKPOINT_DIR and BUILD_DATA_DIR: a fine-tuned checkpoint and labelled data on the docker host.
+COMPOSE_ONLY_MOUNTS = {"/checkpoint", "/data"}
 # Facts the two differ in on purpose, and why.
 BY_DESIGN = {
     ("build", "GPUs"): "compose reserves one for BUILD_MODE=finetune; the Job exports on the CPU, so the only "
     "GPU of a one-GPU cluster stays the server's (test_kubernetes_layout_rolls_out_on_a_cluster_with_one_gpu)",
+    **dict.fromkeys(
+        [
+            ("build", f"environment {name}")
+            for name in ("EMOTION_TRITON_SERVER", "EMOTION_TRITON_CLASSIFIER", "TRITON_ADMIN_KEY")
+        ],
+        "compose's build rolls its version out on the one tritonserver; behind a Service of several pods "
+        "the model-control API reaches one of them, so the Job installs the version and pods serve it once "
+        "restarted (docs/deploy.md, Kubernetes)",
+    ),
 }
 # What docker-compose.cpu.yml changes (test_cpu_override_*): everything else is docker-compose.yml's.
-CPU_HOST_CHANGES = {"GPUs", f"environment {DEVICE_VARIABLE}"}
+CPU_HOST_CHANGES = {"GPUs", f"environment {DEVICE_VARIABLE}", "environment EMOTION_TRITON_CLASSIFIER"}
 UNSET = "(unset)"
 RUNTIME_DEFAULT = "(the runtime's default)"
 IMAGES = "(the image's ENTRYPOINT and CMD)"

@@ -19,8 +19,17 @@ from emotion_triton.build.pipeline import BuildOptions, QuantizationRefused, bui
 from emotion_triton.build.torchscript_export import INT8_MIXED_BATCH_TOLERANCE
 from emotion_triton.build.training import training_arguments
 from emotion_triton.client import EmotionClient
+from emotion_triton.data import read_file
 from emotion_triton.perf.benchmark import BenchOptions, model_table, run
-from emotion_triton.perf.loadgen import closed_loop
+from emotion_triton.perf.loadgen import closed_loop, counter_word, repeating_texts
+from emotion_triton.perf.response_cache_bench import (
+    CONCURRENCY,
+    REPEAT_SHARES,
+    cache_summary,
+    cache_table,
+    plot_response_cache,
+    sweep_response_cache,
+)
 from emotion_triton.repository import Ensemble
 from emotion_triton.serving.prometheus import COMPUTED_TOKENS, REAL_TOKENS, metric_total, triton_metrics
 
@@ -247,6 +256,8 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
         in_process_texts=40,
         lone_requests=8,
         int8=False,
+        response_cache_mb=0,  # its own test below
+        container=False,  # tests/test_containers.py measures the phase on its deployment
     )
     results = run(options)
     written = json.loads((tmp_path / "bench" / "results.json").read_text())
@@ -324,14 +335,42 @@ def test_model_table_measures_every_checkpoint_through_the_server(tmp_path, buil
 
 @pytest.mark.parametrize("share", [0.0, 0.3, 0.9])
 def test_a_repeating_stream_repeats_the_share_asked(share):
-    from emotion_triton.perf.loadgen import repeating_texts
-
     texts = [f"text {i}" for i in range(50)]
     stream = repeating_texts(texts, share, 4000, seed=1)
     repeats = len(stream) - len(set(stream))
     assert len(stream) == 4000 and abs(repeats / len(stream) - share) < 0.03, repeats
     assert stream == repeating_texts(texts, share, 4000, seed=1), "the same stream for the same seed"
     fresh = list(dict.fromkeys(stream))
-    assert fresh[:50] == texts and fresh[50] == "text 0 1", "new texts in order, then numbered"
+    assert fresh[:50] == texts and fresh[50:52] == ["text 0 a", "text 1 a"], "new texts in order, then counted"
+    assert [counter_word(n) for n in (1, 26, 27, 28, 702, 703)] == ["a", "z", "aa", "ab", "zz", "aaa"]
     with pytest.raises(ValueError, match="repeat_share"):
         repeating_texts(texts, 1.0, 10)
+
+
+def test_the_cache_benchmark_serves_repeats_from_the_cache_and_nothing_else(tmp_path, built_repository, small_data):
+    """make bench's cache phase on a tiny model: cache off, no hits; cache on, the repeated share of
+    each stream comes from the classifier's cache, and a stream of new texts gets no hit from an
+    earlier point's texts (each point has its own slice)."""
+    repository, _ = built_repository("distilbert")
+    options = BenchOptions(results=tmp_path, seconds=0.5, response_cache_mb=4)
+    points = sweep_response_cache(repository, read_file(small_data / "validation.txt").texts, options)
+    assert len(points) == 2 * len(REPEAT_SHARES) * len(CONCURRENCY)
+    assert all(p["errors"] == 0 and p["texts"] > 0 for p in points), points
+    for point in points:
+        hits = point["cache_hit_share"]
+        if not point["response_cache_mb"]:
+            assert hits is None, point  # no cache: Triton counts no lookup
+        elif point["repeat_share"] == 0.0:
+            assert hits == 0.0, point
+        else:  # a repeat misses only while its first copy is still being computed
+            assert point["repeat_share"] - 0.15 < hits <= point["repeat_share"] + 0.05, point
+    summary = cache_summary(points)
+    assert set(summary) == {
+        f"cache_repeats{round(100 * share)}pct_c{clients}_{what}"
+        for share in REPEAT_SHARES
+        for clients in CONCURRENCY
+        for what in ("texts_per_second_on_vs_off", "p50_on_vs_off")
+    }
+    assert "| triton-onnx-fp32, cache 4 MiB | 90% | 16 |" in cache_table(points)
+    plot_response_cache(points, tmp_path)
+    assert (tmp_path / "response_cache.png").read_bytes()[:4] == b"\x89PNG"

@@ -153,16 +153,18 @@ def test_a_roll_out_and_a_rollback_under_load_lose_no_request(
     )
 
 
-def install_copy_of_served(ensemble: Ensemble) -> int:
-    """A new version: a copy of the served one's folders, numbered and placed as a build installs it."""
+def install_copy(ensemble: Ensemble, source: int | None = None) -> int:
+    """A new version: a copy of the served one's folders (or `source`'s), numbered and placed as a
+    build installs it."""
     version = next_version(ensemble)  # never a number used before (the response cache keys by it)
-    for above in versions_above_served(ensemble):  # only the two newest folders load
-        remove_version(ensemble, above)
     for model in ensemble.versioned:
         # New files, as a build writes them: Triton tells a changed version folder by its files' times.
         shutil.copytree(
-            ensemble.version_dir(model), ensemble.version_dir(model, version), copy_function=shutil.copyfile
+            ensemble.version_dir(model, source), ensemble.version_dir(model, version), copy_function=shutil.copyfile
         )
+    for above in versions_above_served(ensemble):  # only the two newest folders load
+        if above != version:
+            remove_version(ensemble, above)
     return version
 
 
@@ -172,7 +174,8 @@ def skew_classifier_bias(path: Path, label: int) -> None:
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
-    bias = next(i for i in model.graph.initializer if i.name.endswith("classifier.bias"))
+    # The output layer's: DistilBERT's pre_classifier.bias ends the same way.
+    bias = next(i for i in model.graph.initializer if i.name.split(".")[-2:] == ["classifier", "bias"])
     values = numpy_helper.to_array(bias).copy()
     values[:] = 0.0
     values[label] = 1e4
@@ -190,7 +193,7 @@ def test_broken_versions_are_refused_while_the_old_one_keeps_answering(versioned
 
     with ClosedLoop(server.grpc_url, texts) as load:
         # A corrupt file: refused before the server loads it; the command says so in one line and exits 1.
-        corrupt = install_copy_of_served(ensemble)
+        corrupt = install_copy(ensemble)
         onnx_file = ensemble.served_file("onnx", corrupt)
         onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
         command = [sys.executable, "-m", "emotion_triton.commands.rollout", "--repository", str(repository)]
@@ -203,7 +206,7 @@ def test_broken_versions_are_refused_while_the_old_one_keeps_answering(versioned
         # A model that loads and answers, far below its build report's accuracy.
         sample = ensemble.report(served)["rollout_check"]
         rare = min(range(len(ensemble.labels)), key=lambda i: sample["labels"].count(ensemble.labels[i]))
-        wrong = install_copy_of_served(ensemble)
+        wrong = install_copy(ensemble)
         skew_classifier_bias(ensemble.served_file("onnx", wrong), rare)
         with pytest.raises(
             RolloutRefused, match=rf"version {wrong} scored [0-9.]+% on its \d+-text validation"

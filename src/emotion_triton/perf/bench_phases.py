@@ -69,8 +69,13 @@ class BenchOptions:
     # The flags are --no-int8 and --no-fastapi: their help says what they do.
     int8: Annotated[bool, arg(help="leave out the int8 repository: fp32 only", help_behavior_hint="")] = True
     fastapi: Annotated[bool, arg(help="leave out the FastAPI + pipeline baseline", help_behavior_hint="")] = True
+    container: Annotated[
+        bool, arg(help="leave out the CPU-host containers against the local server", help_behavior_hint="")
+    ] = True
     classifiers: list[ClassifierName] = field(default_factory=lambda: list(CLASSIFIER_CONFIGS))
     """classifier variants to serve"""
+    response_cache_mb: int = 16
+    """MiB of Triton's response cache in the cache benchmark (the default variant, cache off vs on); 0: no cache benchmark"""
 
 
 def server_side(before: dict, after: dict, classifier: str) -> dict:
@@ -224,7 +229,8 @@ def serve_repository(
         repository=repository,
         classifier=classifier,
         response_cache_mb=response_cache_mb,
-        log_file=workdir / f"tritonserver-{repository.name}-{classifier}.log",
+        log_file=workdir
+        / f"tritonserver-{repository.name}-{classifier}{f'-cache{response_cache_mb}' if response_cache_mb else ''}.log",
     )
     server = LocalServer(options)
     server.start()

@@ -7,11 +7,15 @@ Same machine, same fine-tuned weights, same texts for every system:
   batches, and ONNX Runtime (fp32 and int8, the repository's own model.onnx, as many threads as
   cores): the fastest CPU runtime, the reference the served variants are held to;
 - served: our ensemble with each classifier variant (libtorch: the production config on
-  Triton's PyTorch backend, CPU instances; python: the same model.pt in a Python-backend
-  model), fp32 and int8 unless --no-int8, over gRPC under a closed-loop asyncio load
-  generator, a sweep over concurrency and request batch size, with the time of each ensemble
-  step from Triton's per-model statistics;
-- a plain FastAPI + `pipeline` server, one text per call, under the same load generator.
+  Triton's PyTorch backend, CPU instances; onnx: model.onnx on ONNX Runtime in a Python-backend
+  model, `make serve`'s default; onnxruntime: model.onnx on Triton's native ONNX Runtime backend),
+  fp32 and int8 unless --no-int8, over gRPC under a closed-loop asyncio load generator, a sweep
+  over concurrency and request batch size, with the time of each ensemble step from Triton's
+  per-model statistics;
+- a plain FastAPI + `pipeline` server, one text per call, under the same load generator;
+- Triton's response cache, off and on, on streams where 0%, 30% and 90% of the texts repeat;
+- the CPU-host containers (docker-compose.cpu.yml on the stand-in images) against the local
+  server, at 1 and 16 clients (skipped with the reason where no container engine runs).
 
 Writes results.json, results.md and PNG plots into --results, and prints the table.
 """
@@ -53,6 +57,8 @@ from .bench_phases import (
     sweep_triton,
 )
 from .bench_report import markdown, plot, plot_lone_request, summarize
+from .container_bench import compare_container, container_summary, container_table
+from .response_cache_bench import cache_summary, cache_table, plot_response_cache, sweep_response_cache
 
 logger = logging.getLogger(__name__)
 
@@ -125,16 +131,31 @@ def run(options: BenchOptions) -> dict:
                 server.stop()
     if options.fastapi:
         points += sweep_fastapi(options.checkpoint, texts, options, max_length)
+    if options.response_cache_mb:
+        results["response_cache"] = sweep_response_cache(fp32_repository, texts, options)
+    if options.container:
+        results["container"] = compare_container(options.checkpoint, fp32_repository, texts, options)
     results["points"] = points
     results["lone_requests"] = lone
     results["accuracy"] = accuracy
-    results["summary"] = summarize(results)
+    results["summary"] = (
+        summarize(results)
+        | cache_summary(results.get("response_cache", []))
+        | container_summary(results.get("container", {}))
+    )
 
     (options.results / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
+    table = "\n\n".join(
+        [
+            markdown(results),
+            cache_table(results.get("response_cache", [])),
+            container_table(results.get("container", {})),
+        ]
+    )
     (options.results / "results.md").write_text(table + "\n")
     plot(results, options.results)
     plot_lone_request(results, options.results)
+    plot_response_cache(results.get("response_cache", []), options.results)
     print(table)
     return results
 

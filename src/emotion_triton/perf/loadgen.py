@@ -74,8 +74,9 @@ def repeating_texts(texts: list[str], repeat_share: float, count: int, seed: int
     """A stream of `count` texts in which `repeat_share` of them repeat an earlier text of the stream
     (retweets, templates), the others are new: for the response cache's benchmark, cache on vs off.
 
-    New texts come from `texts` in order, made unique with a counter once they run out. closed_loop
-    cycles its list: a window that sends more than `count` texts repeats them all on its next pass.
+    New texts come from `texts` in order, made unique with a counter word once they run out (letters,
+    not digits: a small vocabulary reads every number as the same unknown token). closed_loop cycles
+    its list: a window that sends more than `count` texts repeats them all on its next pass.
     """
     if not 0.0 <= repeat_share < 1.0:
         raise ValueError(f"repeat_share must be in [0, 1), not {repeat_share}")
@@ -86,10 +87,19 @@ def repeating_texts(texts: list[str], repeat_share: float, count: int, seed: int
         if stream and rng.random() < repeat_share:
             stream.append(stream[int(rng.integers(len(stream)))])
         else:
-            text = texts[fresh % len(texts)]
-            stream.append(text if fresh < len(texts) else f"{text} {fresh // len(texts)}")
+            text, lap = texts[fresh % len(texts)], fresh // len(texts)
+            stream.append(f"{text} {counter_word(lap)}" if lap else text)
             fresh += 1
     return stream
+
+
+def counter_word(number: int) -> str:
+    """1 -> "a", 26 -> "z", 27 -> "aa": bijective base 26."""
+    word = ""
+    while number > 0:
+        number, digit = divmod(number - 1, 26)
+        word = chr(ord("a") + digit) + word
+    return word
 
 
 def triton_grpc_sender(url: str, model: str, input_name: str, output_names: list[str]):

@@ -6,6 +6,7 @@ Importable by every other layer; it imports none of them.
 from .model_config import (
     BUILD_OUTPUTS,
     CLASSIFIER_CONFIGS,
+    CLASSIFIER_FILES,
     DEFAULT_CHECKPOINT,
     DEFAULT_ENSEMBLE,
     DEFAULT_REPOSITORY,
@@ -26,6 +27,7 @@ from .model_config import (
 __all__ = [
     "BUILD_OUTPUTS",
     "CLASSIFIER_CONFIGS",
+    "CLASSIFIER_FILES",
     "DEFAULT_CHECKPOINT",
     "DEFAULT_ENSEMBLE",
     "DEFAULT_REPOSITORY",

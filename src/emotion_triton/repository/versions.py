@@ -1,5 +1,6 @@
-"""The versions of a model repository: where a new build goes, which ones are kept, and which local
-server serves the repository (its SERVER_FILE). Which version serves is the ensemble's pin
+"""The versions of a model repository: where a new build goes, which ones are kept, and which server
+serves the repository (a local server's SERVER_FILE, or the tritonserver container named by the
+build container's environment). Which version serves is the ensemble's pin
 (Ensemble.served_version); this module never changes it by itself."""
 
 from __future__ import annotations
@@ -7,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
-from .model_config import BUILD_OUTPUTS, KEPT_VERSIONS, SERVER_FILE, SOURCE_VERSION, Ensemble
+from .model_config import BUILD_OUTPUTS, CLASSIFIER_CONFIGS, KEPT_VERSIONS, SERVER_FILE, SOURCE_VERSION, Ensemble
 
 # The highest version ever installed in the repository (a file beside the models). A number is never
 # used twice: Triton's response cache keys an answer by model name, version and inputs, and kept the
@@ -78,9 +80,40 @@ def write_server_file(repository: str | Path, http_url: str, admin_key: str, pid
     return path
 
 
+# docker-compose.yml's build service: the tritonserver container that serves the repository it writes
+# (host:port of its HTTP endpoint), the classifier variant it runs, and the restricted APIs' key.
+SERVER_VARIABLE, CLASSIFIER_VARIABLE, ADMIN_KEY_VARIABLE = (
+    "EMOTION_TRITON_SERVER",
+    "EMOTION_TRITON_CLASSIFIER",
+    "TRITON_ADMIN_KEY",
+)
+
+
 def serving_server(repository: str | Path) -> dict | None:
-    """{"http_url", "admin_key", "pid", "classifier"} of the local server serving `repository`, or None (no file, or
-    its process is gone: a server killed without its stop leaves the file behind)."""
+    """{"http_url", "admin_key", "classifier"} of the server serving `repository`: the local server of
+    its SERVER_FILE ("pid" too), else the container of $EMOTION_TRITON_SERVER when it answers; or None."""
+    return local_serving_server(repository) or _container_server()
+
+
+def _container_server() -> dict | None:
+    url = os.environ.get(SERVER_VARIABLE)
+    if not url:
+        return None
+    try:  # not up (the build before the first `up`): the build's version is the served one
+        urllib.request.urlopen(f"http://{url}/v2/health/live", timeout=5).close()
+    except OSError:
+        return None
+    classifier = os.environ.get(CLASSIFIER_VARIABLE, "")
+    if classifier not in CLASSIFIER_CONFIGS:
+        raise ValueError(
+            f"${CLASSIFIER_VARIABLE} must name the served classifier variant ({', '.join(CLASSIFIER_CONFIGS)}), not {classifier!r}"
+        )
+    return {"http_url": url, "admin_key": os.environ.get(ADMIN_KEY_VARIABLE, ""), "classifier": classifier}
+
+
+def local_serving_server(repository: str | Path) -> dict | None:
+    """The local server's SERVER_FILE, or None (no file, or its process is gone: a server killed without
+    its stop leaves the file behind)."""
     path = server_file(repository)
     try:
         server = json.loads(path.read_text())

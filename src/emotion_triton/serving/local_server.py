@@ -21,7 +21,7 @@ import psutil
 from tyro.conf import Suppress, arg
 
 from ..repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
-from ..repository.versions import server_file, serving_server, write_server_file
+from ..repository.versions import local_serving_server, server_file, write_server_file
 from . import canary
 from .native_backends import NativeBackend, torch_dir
 from .preflight import (
@@ -140,8 +140,7 @@ class LocalServer:
             address=o.host,
             allow_gpu_metrics=False,
             backend_directory=str(backend_directory(self._workdir, self.native_backend)),
-            model_control_mode="explicit",
-            load_model=self.ensemble.name,
+            load_model=self.ensemble.name,  # a repository of the user's may hold other models
             response_cache_bytes=o.response_cache_mb * 1024 * 1024,
             cache_directory=str(pytriton_dir() / "caches"),
             extra=tuple(o.extra_args),
@@ -322,7 +321,7 @@ class LocalServer:
         return self.process.returncode
 
     def _remove_server_file(self) -> None:
-        server = serving_server(self.options.repository)
+        server = local_serving_server(self.options.repository)
         if server is None or server["pid"] == self.process.pid:  # not another server's
             server_file(self.options.repository).unlink(missing_ok=True)
 

@@ -1,4 +1,4 @@
-"""A checked roll-out of a new model version on a running local server, and the rollback: through
+"""A checked roll-out of a new model version on a running server (local or container), and the rollback: through
 Triton's model-control API (model control mode `explicit`, the `admin-key` header).
 
 A version serves when the ensemble's config pins it (Ensemble.served_version); the tokenizer's and the
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..repository import SERVER_FILE, Ensemble
-from ..repository.versions import prune, remove_version, serving_server, versions_above_served
+from ..repository.versions import SERVER_VARIABLE, prune, remove_version, serving_server, versions_above_served
 from . import canary
 from .local_server import compile_model_code
 from .preflight import ServerError, check_built_model
@@ -58,11 +58,13 @@ class ServerControl:
 
     @classmethod
     def serving(cls, repository: str | Path) -> ServerControl:
-        """The local server serving `repository`, from the file it writes there while it runs."""
+        """The server serving `repository`: the local server of the file it writes there while it runs,
+        or in the build container the tritonserver container its environment names."""
         server = serving_server(repository)
         if server is None:
             raise RolloutError(
-                f"no local server serves {repository} (no {SERVER_FILE} of a running one): start it with `make serve`"
+                f"no server serves {repository} (no {SERVER_FILE} of a running local server, no answer from "
+                f"${SERVER_VARIABLE}): start it with `make serve` or `docker compose up -d tritonserver`"
             )
         return cls(server["http_url"], server["admin_key"], server.get("classifier", "onnx"))
 
@@ -77,7 +79,8 @@ class ServerControl:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 text = response.read()
         except urllib.error.HTTPError as error:
-            raise RolloutError(f"{path} answered {error.code}: {canary.error_text(error)}") from None
+            hint = " (is the admin key the server's TRITON_ADMIN_KEY?)" if error.code == 403 else ""
+            raise RolloutError(f"{path} answered {error.code}: {canary.error_text(error)}{hint}") from None
         except (urllib.error.URLError, OSError) as error:
             raise RolloutError(f"no answer from {self.http_url}{path}: {getattr(error, 'reason', error)}") from None
         return json.loads(text) if text else {}

@@ -35,10 +35,9 @@ CONTAINER_REPOSITORY = "/models"
 
 @dataclass(frozen=True)
 class TritonServerFlags:
-    """Model control mode `none` (no repository polling, no load/unload API) in the containers, `explicit`
-    for the local server (its roll-outs load versions through the model-control API, behind the admin
-    key), strict readiness, the exit timeout, the restricted APIs behind the `admin-key` header, and
-    where each deployment differs."""
+    """Model control mode `explicit` (no repository polling; roll-outs load versions through the
+    model-control API, behind the admin key), strict readiness, the exit timeout, the restricted APIs
+    behind the `admin-key` header, and where each deployment differs."""
 
     model_repository: str = CONTAINER_REPOSITORY
     model_config_name: str | None = None  # None: each model's config.pbtxt (the production, GPU configs)
@@ -50,9 +49,10 @@ class TritonServerFlags:
     address: str | None = None  # None: every interface (a container); the local server binds loopback
     allow_gpu_metrics: bool = True
     backend_directory: str | None = None  # None: the image's own backends
-    # explicit: only `load_model` at start (an ensemble loads its steps), the rest by the load API.
-    model_control_mode: str = "none"
-    load_model: str | None = None
+    # Only `load_model` at start ("*": every model of the repository, the containers'; the local server
+    # names its ensemble, which loads its steps), the rest by the load API.
+    model_control_mode: str = "explicit"
+    load_model: str = "*"
     # Bytes of Triton's response cache (the `local` cache in the server's caches/ folder); 0: none. Used by
     # the models whose config enables it: the classifier step (emotion_classifier's configs).
     response_cache_bytes: int = 0
@@ -76,9 +76,7 @@ class TritonServerFlags:
             args.append(f"--model-config-name={self.model_config_name}")
         if self.backend_directory:
             args.append(f"--backend-directory={self.backend_directory}")
-        args.append(f"--model-control-mode={self.model_control_mode}")
-        if self.load_model:
-            args.append(f"--load-model={self.load_model}")
+        args += [f"--model-control-mode={self.model_control_mode}", f"--load-model={self.load_model}"]
         args += [
             "--strict-readiness=true",
             f"--exit-timeout-secs={self.exit_timeout}",
