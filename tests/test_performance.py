@@ -63,8 +63,17 @@ def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small
     assert quantization["installed"] == report["onnx"]["quantization"]["installed"] == "int8"
     scripted = torch.jit.load(str(Ensemble.read(options.repository).model_file))
     assert "quantized::linear_dynamic" in str(scripted.inlined_graph)
-    # The model runs inside the graph's If branches: quantized there too.
-    assert "DynamicQuantizeLinear" in operators(onnx.load(str(Ensemble.read(options.repository).onnx_file)).graph)
+    # The model runs inside the graph's If branches: quantized there too, in every chunk's run (each
+    # MatMul by a weight is a MatMulInteger; the fp32 MatMuls left are attention's, of two activations).
+    graph = onnx.load(str(Ensemble.read(options.repository).onnx_file)).graph
+    assert "DynamicQuantizeLinear" in operators(graph)
+    (branching,) = [node for node in graph.node if node.op_type == "If"]
+    weights = {initializer.name for initializer in graph.initializer}
+    weights |= {node.output[0] for node in graph.node if node.op_type == "Identity" and node.input[0] in weights}
+    for branch in branching.attribute:
+        matmuls = [node for node in branch.g.node if node.op_type == "MatMul"]
+        assert not [node.name for node in matmuls if node.input[1] in weights], branch.name
+        assert sum(node.op_type == "MatMulInteger" for node in branch.g.node) > len(matmuls), branch.name
 
 
 @pytest.mark.parametrize("classifier", CLASSIFIERS)

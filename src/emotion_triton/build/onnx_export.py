@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from . import torchscript_export
@@ -120,8 +121,43 @@ def quantize_int8(source: Path, target: Path) -> None:
     """ONNX Runtime's dynamic int8 quantization: int8 weights, activations quantized per batch at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # EnableSubgraph: the model runs inside the graph's If branches, which the quantizer skips by default.
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
+    weights_inlined = target.with_name(f"{target.stem}.weights-inlined.onnx")
+    model = onnx.load(str(source))
+    inline_weight_identities(model)
+    onnx.save(model, str(weights_inlined))
+    try:
+        # EnableSubgraph: the model runs inside the graph's If branches, which the quantizer skips by default.
+        quantize_dynamic(
+            str(weights_inlined), str(target), weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True}
+        )
+    finally:
+        weights_inlined.unlink(missing_ok=True)
+
+
+def inline_weight_identities(model) -> None:
+    """Points every use of an `Identity` of a weight at the weight itself, in the subgraphs too.
+
+    The exporter gives each further call of the same module (the 4 chunks' runs) such an Identity per
+    weight, and the quantizer quantizes a MatMul only when its weight is an initializer: without this
+    the chunked branch stayed fp32 (8 of 200 MatMuls quantized; in-process int8 285 texts/s against
+    365 with it, fp32 303, 2026-12-07)."""
+    weights = {initializer.name for initializer in model.graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity" and n.input[0] in weights}
+    kept = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+
+    def rename(graph) -> None:
+        for node in graph.node:
+            node.input[:] = [alias.get(name, name) for name in node.input]
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    rename(attribute.g)
+        for output in graph.output:
+            if output.name in alias:
+                raise ValueError(f"graph output {output.name} is an Identity of a weight")
+
+    rename(model.graph)
 
 
 def session(path: Path, threads: int = 0):

@@ -39,7 +39,7 @@ def compare_container(checkpoint: Path, repository: Path, texts: list[str], opti
     except (EngineUnavailable, StandInError) as error:
         logger.warning("container phase skipped: %s", error)
         return {"skipped": str(error)}
-    checkout = options.results / "container-checkout"
+    checkout = (options.results / "container-checkout").resolve()  # compose runs in it: no relative path
     shutil.rmtree(checkout, ignore_errors=True)
     working_tree_copy(PROJECT_ROOT, checkout)
     ports = {name: free_port() for name in PORTS}
