@@ -7,10 +7,11 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 # The classifier variant of the local server: onnx (model.onnx on ONNX Runtime in a Python-backend
-# model, the fastest on 2 cores: docs/performance.md), python (model.pt in a Python-backend model) or
-# libtorch (the production config on Triton's PyTorch backend, CPU instances).
+# model, the fastest on 2 cores: docs/performance.md), onnxruntime (model.onnx on Triton's ONNX Runtime
+# backend) or libtorch (the production config on Triton's PyTorch backend, CPU instances).
 CLASSIFIER ?= onnx
-# MiB of Triton's response cache for the classifier step (repeated texts skip the model); 0: off.
+# MiB of Triton's response cache for the classifier step (repeated texts skip the model); 0: off, the
+# default while the health checks' canary is a fixed text (docs/deploy.md, "Response cache").
 RESPONSE_CACHE_MB ?= 0
 
 .PHONY: setup serve test lint build-offline bench clean native-backends
