@@ -8,7 +8,8 @@
 #
 # The key comes from TRITON_ADMIN_KEY, else from the file named by TRITON_ADMIN_KEY_FILE
 # (a docker or Kubernetes secret), else it is random: the restricted APIs are then closed
-# to everyone, which is what a server with model control mode `none` needs.
+# to everyone, and no roll-out can load a new version (the build service sends the same
+# TRITON_ADMIN_KEY: docs/deploy.md).
 set -euo pipefail
 
 if [[ -z "${TRITON_ADMIN_KEY:-}" && -n "${TRITON_ADMIN_KEY_FILE:-}" && -s "${TRITON_ADMIN_KEY_FILE}" ]]; then
