@@ -42,7 +42,7 @@ from emotion_triton.data import read_file
 from emotion_triton.perf.container_bench import CONTAINER_CLIENTS, against_local, container_summary, container_table
 from emotion_triton.repository import CLASSIFIER_CONFIGS, Ensemble, copy_sources
 from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER
-from emotion_triton.serving.preflight import free_port
+from emotion_triton.serving.preflight import free_ports
 
 from .conftest import git_checkout, git_status, start_server
 from .test_deploy import seconds
@@ -73,7 +73,7 @@ def engine():
 def deployment(engine, built_repository, tmp_path_factory):
     _, checkpoint = built_repository("distilbert")
     checkout = git_checkout(tmp_path_factory.mktemp("user") / "emotion-triton")
-    ports = {name: free_port() for name in PORTS}
+    ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
     deployed = Deployment(checkout, checkpoint, f"emotion-triton-test-{secrets.token_hex(3)}", ports)
     try:
         yield deployed

@@ -22,7 +22,7 @@ from ..containers.cpu_host import PORTS, CpuHostDeployment, working_tree_copy
 from ..containers.stand_ins import StandInError
 from ..repository import PROJECT_ROOT
 from ..serving.local_server import LocalServer
-from ..serving.preflight import free_port
+from ..serving.preflight import free_ports
 from .bench_phases import BenchOptions, ensemble_sender, measure, serve_repository
 from .loadgen import triton_grpc_sender
 
@@ -42,7 +42,7 @@ def compare_container(checkpoint: Path, repository: Path, texts: list[str], opti
     checkout = (options.results / "container-checkout").resolve()  # compose runs in it: no relative path
     shutil.rmtree(checkout, ignore_errors=True)
     working_tree_copy(PROJECT_ROOT, checkout)
-    ports = {name: free_port() for name in PORTS}
+    ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
     deployment = CpuHostDeployment(
         checkout, checkpoint.resolve(), f"emotion-triton-bench-{secrets.token_hex(3)}", ports
     )

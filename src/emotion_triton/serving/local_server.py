@@ -31,7 +31,7 @@ from .preflight import (
     check_libpython,
     check_port_free,
     check_repository_folders,
-    free_port,
+    free_ports,
     native_backend,
     pytriton_dir,
 )
@@ -88,7 +88,8 @@ class ServerOptions:
     @classmethod
     def on_free_ports(cls, **options) -> ServerOptions:
         """Options of a server on three free loopback ports (tests, the benchmark, the soak)."""
-        return cls(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
+        http_port, grpc_port, metrics_port = free_ports(3)
+        return cls(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, **options)
 
 
 def compile_model_code(repository: Path) -> None:

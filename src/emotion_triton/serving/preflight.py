@@ -4,6 +4,7 @@ load, and the backend folder (the wheel's Python backend, Triton's native backen
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import socket
 import sys
@@ -102,9 +103,17 @@ def check_port_free(host: str, port: int, what: str) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports. The probes stay bound until all are chosen: probed one at a time,
+    the OS handed out the same port twice (a CI run's tritonserver got one port for HTTP and gRPC)."""
+    with contextlib.ExitStack() as probes:
+        sockets = [probes.enter_context(socket.socket()) for _ in range(count)]
+        for probe in sockets:
+            probe.bind((host, 0))
+        return [probe.getsockname()[1] for probe in sockets]
 
 
 def check_built_model(ensemble: Ensemble, classifier: str, version: int | None = None) -> None:
