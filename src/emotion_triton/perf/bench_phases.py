@@ -135,10 +135,12 @@ def step_times(before: dict, after: dict) -> dict[str, dict]:
     return steps
 
 
-def ensemble_sender(server: LocalServer):
-    """A factory of gRPC senders for the served ensemble, its tensor names read from its config."""
+def ensemble_sender(server: LocalServer, grpc_url: str | None = None):
+    """A factory of gRPC senders for the served ensemble, its tensor names read from its config; at
+    `grpc_url` when another server (a container) serves the same repository."""
     ensemble = server.ensemble
-    return partial(triton_grpc_sender, server.grpc_url, ensemble.name, ensemble.text_input, list(ensemble.outputs))
+    url = grpc_url or server.grpc_url
+    return partial(triton_grpc_sender, url, ensemble.name, ensemble.text_input, list(ensemble.outputs))
 
 
 def sweep_triton(server: LocalServer, texts: list[str], options: BenchOptions, system: str) -> list[dict]:

@@ -13,7 +13,6 @@ import logging
 import secrets
 import shutil
 import time
-from functools import partial
 from pathlib import Path
 
 from ..containers import EngineUnavailable, ensure_compose, ensure_engine, ensure_stand_ins
@@ -24,7 +23,6 @@ from ..repository import PROJECT_ROOT
 from ..serving.local_server import LocalServer
 from ..serving.preflight import free_ports
 from .bench_phases import BenchOptions, ensemble_sender, measure, serve_repository
-from .loadgen import triton_grpc_sender
 
 logger = logging.getLogger(__name__)
 CONTAINER_CLIENTS = (1, 16)
@@ -63,13 +61,7 @@ def compare_container(checkpoint: Path, repository: Path, texts: list[str], opti
 
 def against_local(deployment: CpuHostDeployment, local: LocalServer, texts: list[str], seconds: float) -> list[dict]:
     """One text per request at each of CONTAINER_CLIENTS, the local server then the container's."""
-    ensemble = local.ensemble
-    senders = {
-        "local": ensemble_sender(local),
-        "container": partial(
-            triton_grpc_sender, deployment.grpc_url, ensemble.name, ensemble.text_input, list(ensemble.outputs)
-        ),
-    }
+    senders = {"local": ensemble_sender(local), "container": ensemble_sender(local, deployment.grpc_url)}
     points = []
     for clients in CONTAINER_CLIENTS:
         for system, sender in senders.items():

@@ -73,7 +73,7 @@ def cache_summary(points: list[dict]) -> dict:
     for p in points:
         base = off.get((p["repeat_share"], p["concurrency"]))
         if p["response_cache_mb"] and base and base["texts_per_second"] and base["p50_ms"]:
-            key = f"cache_repeats{p['repeat_share']:.0%}_c{p['concurrency']}".replace("%", "pct")
+            key = f"cache_repeats{round(100 * p['repeat_share'])}pct_c{p['concurrency']}"
             summary[f"{key}_texts_per_second_on_vs_off"] = p["texts_per_second"] / base["texts_per_second"]
             summary[f"{key}_p50_on_vs_off"] = p["p50_ms"] / base["p50_ms"]
     return summary
