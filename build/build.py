@@ -13,11 +13,9 @@ repository, the build ends with the version's roll-out: checked through the serv
 refused with the old version still serving (docs/deploy.md, "Versions, roll-out and rollback").
 """
 
-import logging
 import sys
 
-from emotion_triton.commands.rollout import build_and_roll_out
+from emotion_triton.commands.build import main
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sys.exit(build_and_roll_out(sys.argv[1:], __doc__))
+    sys.exit(main(sys.argv[1:], __doc__))

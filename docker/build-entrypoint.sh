@@ -48,6 +48,9 @@ for config in "${repository}"/*/config.pbtxt; do
 done
 
 cd "$(dirname "$0")/.."
+# The classifier's CPU variants and the served version's pins, derived from the tracked configs and the
+# repository's state (emotion_triton.repository.variants): tritonserver loads them by --model-config-name.
+"${python}" -m emotion_triton.repository --repository "${repository}"
 if [[ "${mode}" == rollout ]]; then
     exec "${python}" -m emotion_triton.commands.rollout --repository "${repository}"
 fi

@@ -11,7 +11,7 @@ Users: `TritonUser` sends the task mix (single texts, batches of 8 and 64, a sha
 the truncation limit); `AccuracyUser` (one) sends labelled texts in file order and checks every
 label. Options: `python loadtest/locustfile.py --help`, group "emotion ensemble". A headless run
 exits non-zero when a threshold is crossed (failure ratio, p95 latency, texts/s, accuracy). The web
-page charts texts/s and accuracy beside Locust's own charts. The logic lives in `emotion_triton.loadtest`.
+page charts texts/s and accuracy beside Locust's own charts. The logic lives in `emotion_lab.loadtest` (lab/).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from locust import LoadTestShape, User, events, task
 from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
-from emotion_triton import loadtest
+from emotion_lab import loadtest
 
 logger = logging.getLogger("emotion.loadtest")
 session = loadtest.Session()

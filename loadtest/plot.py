@@ -5,7 +5,7 @@ python loadtest/plot.py results/loadtest/grpc-step_stats_history.csv results/loa
 
 import argparse
 
-from emotion_triton.loadtest import plot_history
+from emotion_lab.loadtest import plot_history
 
 
 def main(argv=None) -> None:

@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny models built by the tests, model repositories, real tritonservers."""
+"""Fixtures shared by every kind of test: the data, tiny models built by the tests, model repositories,
+real tritonservers; and the session's checks (each test's kind, the checkout left clean).
+
+The kinds are folders: tests/unit (no model, no server: `make test-unit`, under a minute),
+tests/integration (tiny models built on the fly, real tritonservers) and tests/deployment (images,
+compose, Kubernetes, the healthcheck, the containers). Helpers shared by test modules are plain modules
+in tests/helpers/ (a test module never imports another one, nor a conftest)."""
 
 from __future__ import annotations
 
@@ -8,28 +14,29 @@ import pytest
 
 from emotion_triton.build.pipeline import BuildOptions, build
 from emotion_triton.build.training import training_arguments
-from emotion_triton.containers.cpu_host import git, working_tree_copy
 from emotion_triton.data import EMOTION_DATA_DIR, read_file
-from emotion_triton.repository import CLASSIFIER_CONFIGS, copy_sources
-from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, LocalServer, ServerOptions
+from emotion_triton.serving.local_server import DEFAULT_CLASSIFIER, LocalServer
+from tests.helpers.checkout import PROJECT, git_status
+from tests.helpers.servers import copy_repository, start_server
+from tests.helpers.tiny_models import make_tiny_base
 
-from .tiny_models import make_tiny_base
-
-PROJECT = Path(__file__).resolve().parents[1]
-
-# Every classifier variant a CPU host serves: the production libtorch config and the Python backend.
-CLASSIFIERS = tuple(CLASSIFIER_CONFIGS)
 EMOTION_DATA = EMOTION_DATA_DIR
 
 
 # A test that needs a model (a tiny random one, built and exported) or a running tritonserver is an
-# integration test; the rest are unit tests (seconds in all): `make test-unit` runs only those.
+# integration test (marker `integration`), as is every test of tests/integration/; one in tests/unit/
+# is refused: the unit tests need neither (`make test-unit` runs them alone, in seconds).
 MODEL_FIXTURES = {"tiny_base", "built_repository", "served"}
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("server"):
+        kind = item.path.relative_to(TESTS).parts[0]
+        needs_a_model = MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("server")
+        if needs_a_model and kind == "unit":
+            raise pytest.UsageError(f"{item.nodeid} needs a model or a server: its place is tests/integration/")
+        if needs_a_model or kind == "integration":
             item.add_marker(pytest.mark.integration)
 
 
@@ -69,11 +76,6 @@ def tiny_base(tmp_path_factory, emotion_data):
     return make
 
 
-def copy_repository(target: Path) -> Path:
-    """The project's model repository (configs and model.py files only) in a temporary folder."""
-    return copy_sources(target)
-
-
 @pytest.fixture(scope="session")
 def built_repository(tmp_path_factory, tiny_base, small_data):
     """built(family) -> (repository, fine-tuned checkpoint dir) of a tiny model trained for a few steps."""
@@ -92,17 +94,6 @@ def built_repository(tmp_path_factory, tiny_base, small_data):
     return make
 
 
-def start_server(repository: Path, tmp_path: Path, **kwargs) -> LocalServer:
-    options = ServerOptions.on_free_ports(
-        repository=repository,
-        log_file=tmp_path / "tritonserver.log",
-        **kwargs,
-    )
-    server = LocalServer(options)
-    server.start()
-    return server
-
-
 @pytest.fixture(scope="session")
 def served(built_repository, tmp_path_factory):
     """serve(family, classifier) -> a running LocalServer of that family's tiny model with that
@@ -119,16 +110,6 @@ def served(built_repository, tmp_path_factory):
     yield serve
     for server in servers.values():
         server.stop()
-
-
-def git_status(folder: Path) -> list[str]:
-    """What `git status` shows in `folder`: every untracked or changed file, one per line (ignored ones not)."""
-    return git(folder, "status", "--porcelain", "--untracked-files=all").splitlines()
-
-
-def git_checkout(target: Path) -> Path:
-    """A clean clone of the project's working tree in `target` (containers.cpu_host.working_tree_copy)."""
-    return working_tree_copy(PROJECT, target)
 
 
 # `make test` leaves the checkout as it found it: whatever a test writes into the project (a build

@@ -1,13 +1,13 @@
 # Stand-in for nvcr.io/nvidia/tritonserver:<release>-py3 on a machine that cannot reach NVIDIA's
 # registry: CPU only, Triton 2.51 (the nvidia-pytriton wheel's server) on Debian 12 / Python 3.11.
-# `make containers` builds it from a context it assembles (emotion_triton.containers.stand_ins):
-#   wheels/   the nvidia-pytriton, torch and onnxruntime wheels pinned by requirements.lock
-#   vendor/   NVIDIA's r24.10 backend sources and ONNX Runtime's C API headers (../shared/vendor)
+# `make containers` builds it from a context it assembles (emotion_lab.containers.stand_ins):
+#   wheels/   the nvidia-pytriton and torch wheels pinned by requirements.lock
+#   vendor/   NVIDIA's r24.10 backend sources (../shared/vendor)
 #   python/   the project's emotion_triton/paths.py and serving/native_backends.py (`make setup`'s code)
 ARG BASE
 
-# Stage 1: Triton's PyTorch and ONNX Runtime backends for the CPU, built by the code `make setup`
-# runs on the host, against the locked torch and onnxruntime (its library only: no dependencies).
+# Stage 1: Triton's PyTorch backend for the CPU, built by the code `make setup` runs on the host,
+# against the locked torch.
 FROM ${BASE} AS native-backends
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -15,8 +15,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements.lock /tmp/requirements.lock
 COPY wheels/ /tmp/wheels/
-RUN python3 -m pip install --no-cache-dir --break-system-packages -c /tmp/requirements.lock /tmp/wheels/torch-*.whl \
-    && python3 -m pip install --no-cache-dir --break-system-packages --no-deps /tmp/wheels/onnxruntime-*.whl
+RUN python3 -m pip install --no-cache-dir --break-system-packages -c /tmp/requirements.lock /tmp/wheels/torch-*.whl
 COPY vendor/ /src/vendor/
 COPY python/ /src/python/
 RUN PYTHONPATH=/src/python python3 -m emotion_triton.serving.native_backends \
@@ -38,7 +37,7 @@ RUN python3 -m pip install --no-cache-dir --break-system-packages --no-deps --ta
         wheel.extractall('/opt/torch', [n for n in wheel.namelist() if n.startswith('torch/lib/lib')])" \
     && python3 -m pip install --no-cache-dir --break-system-packages -c /tmp/requirements.lock numpy \
     && rm -rf /tmp/wheels /tmp/requirements.lock
-# backends/pytorch/libtriton_pytorch.so; backends/onnxruntime/ with ONNX Runtime's library beside it.
+# backends/pytorch/libtriton_pytorch.so.
 COPY --from=native-backends /out/ /opt/tritonserver/backends/
 RUN set -e; triton=/opt/pytriton/pytriton/tritonserver; \
     python="python$(python3 -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')"; \
@@ -49,9 +48,7 @@ RUN set -e; triton=/opt/pytriton/pytriton/tritonserver; \
     ln -s $triton/python_backend_stubs/${python#python}/triton_python_backend_stub /opt/tritonserver/backends/python/; \
     ln -s /opt/torch/torch/lib/*.so* /opt/tritonserver/backends/pytorch/; \
     ln -s $triton/caches /opt/tritonserver/caches; \
-    for backend in pytorch onnxruntime; do \
-        ln -s /opt/pytriton/nvidia_pytriton.libs/libtritonserver-*.so /opt/tritonserver/backends/$backend/libtritonserver.so; \
-    done; \
+    ln -s /opt/pytriton/nvidia_pytriton.libs/libtritonserver-*.so /opt/tritonserver/backends/pytorch/libtritonserver.so; \
     printf '#!/bin/bash\n# Stand-in for NVIDIA entrypoint: runs the command.\nexec "$@"\n' > /opt/nvidia/nvidia_entrypoint.sh; \
     chmod 0755 /opt/nvidia/nvidia_entrypoint.sh; \
     useradd --uid 1000 --user-group --create-home --shell /bin/bash triton-server; \

@@ -2,6 +2,7 @@
 
 `pip install emotion-triton` without extras is the client: `emotion-classify` runs. The other commands
 need an extra; without it, they say which in one line (exit 1) instead of a ModuleNotFoundError.
+`emotion-bench` and `emotion-soak` are the lab's (lab/pyproject.toml), not the package's.
 """
 
 from __future__ import annotations
@@ -35,11 +36,3 @@ def evaluate():
 
 def serve():
     return _run("emotion_triton.commands.serve", "serve")
-
-
-def bench():
-    return _run("emotion_triton.perf.benchmark", "bench")
-
-
-def soak():
-    return _run("emotion_triton.perf.soak", "serve")

@@ -7,8 +7,10 @@ import socket
 from functools import lru_cache
 from urllib.parse import urlparse
 
+from .errors import EmotionTritonError
 
-class ModelSourceError(RuntimeError):
+
+class ModelSourceError(EmotionTritonError, RuntimeError):
     """A model, tokenizer or data set cannot be loaded from where it was asked for."""
 
 

@@ -28,8 +28,8 @@ class RaggedClassifierModel:
 def answer(requests, forward, isolate=True):
     """Responses to `requests`, in order; `forward([(ids, mask), ...])` -> (logits, token_counts) of all rows.
 
-    A request with malformed inputs fails alone. When the batch fails as a whole (token ids out
-    of range), each request runs alone, so only the one the model cannot read fails.
+    A request with malformed inputs fails alone. When the batch fails as a whole (token ids past
+    the vocabulary), each request runs alone, so only the one the model cannot read fails.
     """
     inputs = {}  # request index -> (ids, mask)
     responses = [None] * len(requests)
@@ -39,6 +39,8 @@ def answer(requests, forward, isolate=True):
         if ids.shape != mask.shape or ids.ndim != 2:
             message = f"INPUT_IDS__0 {ids.shape} and ATTENTION_MASK__1 {mask.shape} must have one equal 2-D shape"
             responses[index] = _error(message)
+        elif ids.size and ids.min() < 0:  # ONNX Runtime's Gather would wrap a negative id around
+            responses[index] = _error("INPUT_IDS__0 holds negative token ids")
         else:
             inputs[index] = (ids, mask)
     if not inputs:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..hub import ModelSourceError
+from ..errors import EmotionTritonError
 from ..repository import RUNS_DIR
 from .pipeline import BuildOptions, build
-from .torchscript_export import ExportCheckError
 from .training import PRESETS, TRAINING_DEFAULTS
 
 
@@ -40,7 +39,7 @@ def run_build(options: BuildOptions, training) -> dict | None:
     """The build's report, or None after one line on stderr saying why it failed."""
     try:
         return build(options, training)
-    except (ModelSourceError, ExportCheckError, FileNotFoundError, ValueError) as error:
+    except (EmotionTritonError, FileNotFoundError, ValueError) as error:  # ours, and the libraries' bad input
         print(f"build failed: {error}", file=sys.stderr)
         return None
 

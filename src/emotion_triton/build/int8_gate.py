@@ -16,7 +16,6 @@ from collections.abc import Callable
 import numpy as np
 
 from ..evaluation.classification_metrics import classification_metrics
-from .torchscript_export import ragged_batch
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +26,9 @@ MAX_INT8_ACCURACY_LOSS_POINTS = 0.5
 BatchForward = Callable[[list[dict]], np.ndarray]
 
 
-def torchscript_forward(scripted) -> BatchForward:
-    import torch
-
-    def forward(requests: list[dict]) -> np.ndarray:
-        with torch.inference_mode():
-            return scripted(*ragged_batch(requests))[0].numpy()
-
-    return forward
-
-
-def onnx_forward(onnx_session) -> BatchForward:
-    from .onnx_export import run_ragged
-
-    return lambda requests: run_ragged(onnx_session, *ragged_batch(requests))[0]
+def logits_of(served_forward) -> BatchForward:
+    """The logits of a file's served forward (torchscript_export's or onnx_export's served_forward)."""
+    return lambda requests: np.asarray(served_forward(requests)[0])
 
 
 def served_layouts(count: int, request_size: int) -> dict[str, list[list[int]]]:

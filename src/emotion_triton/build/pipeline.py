@@ -16,14 +16,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import data as data_module
+from ..errors import EmotionTritonError
 from ..evaluation.classification_metrics import classification_metrics, format_metrics, plot_confusion_matrix
 from ..hub import HubUnavailableError, check_local_path, resolve_packaged_model
 from ..repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
 from ..repository.versions import prune, serving_server
-from . import int8_gate
+from . import int8_gate, onnx_export, torchscript_export
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
-from .onnx_export import build_onnx, session
-from .torchscript_export import STAGING_PREFIX, check_against_eager, install, trace
+from .torchscript_export import STAGING_PREFIX, bucket_parameters, check_against_eager, install, trace
 from .training import MODEL_CARD_TRAINING, fine_tune, plan_training, predicted_ids, training_arguments
 
 
@@ -75,7 +75,7 @@ ROLLOUT_SAMPLE_SIZE = 256
 ROLLOUT_TOLERANCE_POINTS = {"none": 1.0, "int8": 3.0}
 
 
-class QuantizationRefused(ValueError):
+class QuantizationRefused(EmotionTritonError, ValueError):
     """Both int8 files lose too much accuracy, or their loss cannot be measured."""
 
 
@@ -162,29 +162,31 @@ def build(options: BuildOptions, training=None) -> dict:
     texts = _check_texts(data, tokenizer)
     if int8 and (data is None or "validation" not in data.splits):
         raise QuantizationRefused("--quantize int8 needs --data with a validation split to measure its accuracy loss")
+    buckets = bucket_parameters(ensemble)
     stages = tqdm(total=3, desc="export", unit="stage", dynamic_ncols=True)
     onnx_folder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-onnx-"))
     try:
         # From the fp32 model: ONNX Runtime quantizes the exported file itself.
-        report["onnx"] = build_onnx(model, tokenizer, texts, max_length, onnx_folder, int8)
+        report["onnx"] = onnx_export.build_onnx(model, tokenizer, texts, max_length, onnx_folder, int8, buckets)
         onnx_file = onnx_folder / "model.onnx"
         stages.update(1)
         started = time.perf_counter()
         if int8:
-            scripted, onnx_file = _int8_files(model, tokenizer, data, texts, max_length, ensemble, onnx_folder, report)
+            scripted, onnx_file = _int8_files(
+                model, tokenizer, data, texts, max_length, ensemble, buckets, onnx_folder, report
+            )
             title = f"{run_name(options)} int8 (validation)"
             if report["quantization"]["installed"] == "int8":
                 confusion_png = plot_confusion_matrix(
                     report["validation"], work_dir / "confusion_matrix_int8.png", title
                 )
         else:
-            scripted = trace(model, tokenizer, texts, max_length)
-            report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, max_length)
+            scripted, report["export_check"] = _checked_torchscript(model, tokenizer, texts, max_length, buckets)
         stages.update(2)
         stages.close()
         report["export_seconds"] = round(time.perf_counter() - started, 1)
         if serving_server(ensemble.repository) is not None and ensemble.pinned_version() < 0:
-            # An unpinned ensemble serves the newest folder: pinned first, the new one is not served unchecked.
+            # An unpinned repository serves the newest folder: pinned first, the new one is not served unchecked.
             ensemble.set_served_version(ensemble.served_version)
         version = install(
             ensemble,
@@ -208,10 +210,8 @@ def build(options: BuildOptions, training=None) -> dict:
         ensemble.version_dir(ensemble.tokenizer, version) / "tokenizer.json",
     )
     if serving_server(ensemble.repository) is None:
-        # Nothing serves the repository: the new version is the served one from the next start. An
-        # unpinned ensemble (-1, the checkout's) serves the newest folder already: its file stays as git has it.
-        if ensemble.pinned_version() > 0:
-            ensemble.set_served_version(version)
+        # Nothing serves the repository: the new version is the served one from the next start.
+        ensemble.set_served_version(version)
         removed = prune(ensemble)
         logger.info(
             "version %d is the served one (no server serves %s now)%s",
@@ -237,7 +237,14 @@ def rollout_sample(data, fp32_ids: list[int], tolerance_points: float) -> dict:
     }
 
 
-def _int8_files(model, tokenizer, data, texts, max_length, ensemble, onnx_folder: Path, report: dict):
+def _checked_torchscript(model, tokenizer, texts, max_length, buckets) -> tuple:
+    """model.pt of `model` and its check against the eager model."""
+    scripted = trace(model, tokenizer, texts, max_length, buckets)
+    forward = torchscript_export.served_forward(scripted)
+    return scripted, check_against_eager(forward, model, tokenizer, texts, max_length)
+
+
+def _int8_files(model, tokenizer, data, texts, max_length, ensemble, buckets, onnx_folder: Path, report: dict):
     """(model.pt to install, model.onnx to install): each int8 file that passes the gate as served
     (int8_gate), the fp32 one in its place when it does not; QuantizationRefused when neither passes."""
     import torch
@@ -248,13 +255,13 @@ def _int8_files(model, tokenizer, data, texts, max_length, ensemble, onnx_folder
     def served(forward):
         return int8_gate.served_accuracy(forward, tokenizer, data, max_length, request_size)
 
+    int8_onnx = onnx_export.open_session(onnx_folder / "model.onnx")
     onnx_gate = int8_gate.check(
-        "int8 model.onnx", fp32, served(int8_gate.onnx_forward(session(onnx_folder / "model.onnx")))
+        "int8 model.onnx", fp32, served(int8_gate.logits_of(onnx_export.served_forward(int8_onnx, buckets)))
     )
     quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    scripted = trace(quantized, tokenizer, texts, max_length)
-    export_check = check_against_eager(scripted, quantized, tokenizer, texts, max_length)
-    torch_metrics = served(int8_gate.torchscript_forward(scripted))
+    scripted, export_check = _checked_torchscript(quantized, tokenizer, texts, max_length, buckets)
+    torch_metrics = served(int8_gate.logits_of(torchscript_export.served_forward(scripted)))
     torch_gate = int8_gate.check("int8 model.pt", fp32, torch_metrics)
     if not (onnx_gate["passed"] or torch_gate["passed"]):
         raise QuantizationRefused(
@@ -283,8 +290,7 @@ def _int8_files(model, tokenizer, data, texts, max_length, ensemble, onnx_folder
         report["validation_fp32"], report["validation"] = fp32, torch_metrics
         report["export_check"] = export_check
     else:
-        scripted = trace(model, tokenizer, texts, max_length)
-        report["export_check"] = check_against_eager(scripted, model, tokenizer, texts, max_length)
+        scripted, report["export_check"] = _checked_torchscript(model, tokenizer, texts, max_length, buckets)
     return scripted, onnx_file
 
 

@@ -18,8 +18,14 @@ from pathlib import Path
 
 import torch
 
-from ..repository import BUILD_OUTPUTS, SOURCE_VERSION, Ensemble, set_parameter
+from ..errors import EmotionTritonError
+from ..repository import BUILD_OUTPUTS, DEFAULT_REPOSITORY, SOURCE_VERSION, Ensemble, set_parameter
 from ..repository.versions import next_version, remove_version, versions_above_served
+
+# The length-bucketing policy: its one implementation is the classifier's own code, which TorchScript
+# compiles into the graph here and the onnx variant's Python step runs as it is.
+length_buckets = Ensemble.read(DEFAULT_REPOSITORY).classifier_module("length_buckets")
+chunk_ends = length_buckets.chunk_ends
 
 LOGIT_TOLERANCE = 1e-4
 # Dynamic int8 quantizes the activations of a forward pass with one scale for the whole batch, padding
@@ -29,7 +35,7 @@ LOGIT_TOLERANCE = 1e-4
 INT8_MIXED_BATCH_TOLERANCE = 0.5
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(EmotionTritonError, RuntimeError):
     """The TorchScript file does not reproduce the eager model."""
 
 
@@ -57,10 +63,9 @@ class RaggedClassifier(torch.nn.Module):
     With ragged batching, Triton's libtorch backend hands the graph the [n, width] ids and
     masks of every request of a dynamic batch flattened and concatenated, and `row_widths`
     [rows, 1] (BATCH_ITEM_SHAPE). The graph cuts the rows apart, drops their padding, sorts
-    them by length and runs chunks whose longest row is at most `max_length_spread` times
-    (or 8 tokens more than) their shortest and that hold at most `max_tokens_per_forward`
-    padded tokens, so short texts never pay for long ones. On a GPU one padded chunk runs
-    instead: there a forward pass costs its launches more than its padding.
+    them by length and runs them in the length buckets of the classifier's config
+    (length_buckets.chunk_ends), so short texts never pay for long ones. On a GPU one padded
+    chunk runs instead: there a forward pass costs its launches more than its padding.
     `token_counts` is [rows, 2]: each row's real tokens and the tokens computed for it.
     """
 
@@ -69,8 +74,9 @@ class RaggedClassifier(torch.nn.Module):
         classifier: torch.nn.Module,
         num_labels: int,
         pad_token_id: int,
-        max_length_spread: float = 1.25,
-        max_tokens_per_forward: int = 4096,
+        max_length_spread: float,
+        min_length_slack: int,
+        max_tokens_per_forward: int,
         cpu_only: bool = False,
     ):
         super().__init__()
@@ -78,6 +84,7 @@ class RaggedClassifier(torch.nn.Module):
         self.num_labels = num_labels
         self.pad_token_id = pad_token_id
         self.max_length_spread = max_length_spread
+        self.min_length_slack = min_length_slack
         self.max_tokens_per_forward = max_tokens_per_forward
         self.cpu_only = cpu_only
 
@@ -104,18 +111,19 @@ class RaggedClassifier(torch.nn.Module):
         starts = torch.cumsum(lengths, 0) - lengths
         order = torch.argsort(lengths, stable=True)
         sorted_lengths: list[int] = lengths[order].tolist()
-        spread, budget = float(self.max_length_spread), int(self.max_tokens_per_forward)
-        if input_ids.is_cuda:
-            spread, budget = float("inf"), 1 << 62
+        ends: list[int] = [rows] if rows > 0 else []
+        if not input_ids.is_cuda:
+            ends = chunk_ends(
+                sorted_lengths,
+                float(self.max_length_spread),
+                int(self.min_length_slack),
+                int(self.max_tokens_per_forward),
+            )
         computed = torch.zeros(rows, dtype=torch.int64, device=device)
         chunks: list[torch.Tensor] = []
         begin = 0
-        while begin < rows:
-            # Sorted ascending: a chunk's first row is its shortest, its last its longest.
-            widest = max(sorted_lengths[begin] * spread, sorted_lengths[begin] + 8.0)
-            end = begin + 1
-            while end < rows and sorted_lengths[end] <= widest and (end - begin + 1) * sorted_lengths[end] <= budget:
-                end += 1
+        for end in ends:
+            # Sorted ascending: a chunk's last row is its longest.
             width = max(sorted_lengths[end - 1], 1)
             members = order[begin:end]
             positions = torch.arange(width, device=device)
@@ -134,12 +142,20 @@ def _is_quantized(model: torch.nn.Module) -> bool:
     return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
 
 
+def bucket_parameters(ensemble: Ensemble) -> dict:
+    """The length buckets of the classifier's production config: RaggedClassifier's keyword arguments."""
+    buckets = length_buckets.LengthBuckets(
+        {key: value.string_value for key, value in ensemble.config(ensemble.classifier).parameters.items()}
+    )
+    return {key: getattr(buckets, key) for key in length_buckets.LengthBuckets.KEYS}
+
+
 def trace(
-    model: torch.nn.Module, tokenizer, example_texts: list[str], max_length: int, **chunking
+    model: torch.nn.Module, tokenizer, example_texts: list[str], max_length: int, buckets: dict
 ) -> torch.jit.ScriptModule:
     """The exported classifier: the traced model inside the scripted ragged-batch wrapper, frozen.
 
-    `chunking`: RaggedClassifier's max_length_spread and max_tokens_per_forward (CPU only).
+    `buckets`: RaggedClassifier's length buckets (bucket_parameters), applied on the CPU.
     """
     inner = LogitsOnly(model).eval()
     # Trace with padded rows so the traced graph keeps the attention mask path.
@@ -147,7 +163,7 @@ def trace(
     with torch.inference_mode(False), torch.no_grad():
         traced = torch.jit.trace(inner, (example["input_ids"], example["attention_mask"]), strict=False)
         wrapper = RaggedClassifier(
-            traced, model.config.num_labels, tokenizer.pad_token_id, cpu_only=_is_quantized(model), **chunking
+            traced, model.config.num_labels, tokenizer.pad_token_id, cpu_only=_is_quantized(model), **buckets
         )
         frozen = torch.jit.freeze(torch.jit.script(wrapper.eval()))
     devices = sorted(set(re.findall(r': Device = prim::Constant\[value="([^"]+)"\]', str(frozen.inlined_graph))))
@@ -190,14 +206,24 @@ def parity_cases(texts: list[str]) -> list[list[list[str]]]:
     ]
 
 
-def check_against_eager(
-    scripted, model, tokenizer, texts: list[str], max_length: int, what: str = "TorchScript"
-) -> dict:
-    """Compares an exported graph with the eager model; raises ExportCheckError on a mismatch.
+def served_forward(scripted):
+    """forward(tokenized requests) -> (logits, token_counts) of one dynamic batch, as the libtorch backend runs it."""
 
-    `scripted(ids, mask, row_widths)` -> (logits, token_counts) as tensors: the TorchScript module, or
-    model.onnx behind a function. Each case is a dynamic batch as Triton's backends build it: requests
-    of one or more texts, each padded to its own longest text, flattened and concatenated.
+    def forward(requests: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            return scripted(*ragged_batch(requests))
+
+    return forward
+
+
+def check_against_eager(
+    forward, model, tokenizer, texts: list[str], max_length: int, what: str = "TorchScript"
+) -> dict:
+    """Compares an exported file, run as the server runs it, with the eager model; raises ExportCheckError on a mismatch.
+
+    `forward(requests)` -> (logits, token_counts) of one dynamic batch (served_forward here, or
+    onnx_export.served_forward). Each case is a dynamic batch as Triton builds it: requests of one or
+    more texts, each padded to its own longest text.
     """
     model.eval()
     quantized = _is_quantized(model)
@@ -214,7 +240,7 @@ def check_against_eager(
             eager = torch.cat(
                 [model(input_ids=r["input_ids"], attention_mask=r["attention_mask"]).logits for r in requests]
             )
-            got, token_counts = scripted(*ragged_batch(requests))
+            got, token_counts = (torch.as_tensor(output) for output in forward(requests))
             real = torch.cat([r["attention_mask"].sum(1) for r in requests])
             diff = float((got - eager).abs().max())
             checked += len(real)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data import EMOTION_DATA_DIR, LabelledData
+from ..errors import UsageError
 from ..repository import OFFLINE_PRESET
 from .modeling import predict_logits
 
@@ -90,7 +91,7 @@ def _accuracy(prediction) -> dict:
     return {"accuracy": float((np.argmax(prediction.predictions, axis=1) == prediction.label_ids).mean())}
 
 
-class TrainingPlanError(ValueError):
+class TrainingPlanError(UsageError):
     """Options that cannot give a model, refused before anything is loaded or written."""
 
 

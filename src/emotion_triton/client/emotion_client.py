@@ -16,6 +16,7 @@ attempts, error): the hook for latency statistics and load tests.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import threading
@@ -27,10 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from ..errors import EmotionTritonError
+from ..triton_http import CALL_ERRORS
+from ..triton_http import client as http_client
+
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 
 
-class ClientError(RuntimeError):
+class ClientError(EmotionTritonError, RuntimeError):
     """A one-line reason a request could not be answered; the subclasses say why.
 
     `kind` is the name reports count failures by (evaluation, load tests).
@@ -93,7 +98,8 @@ class RequestRecord:
 
 
 def client_error(error: Exception, url: str, model: str) -> ClientError:
-    """The typed ClientError for what tritonclient raised (an InferenceServerException or an OSError)."""
+    """The typed ClientError for what tritonclient raised (CALL_ERRORS: an InferenceServerException, an
+    OSError, or http.client's HTTPException for a connection the HTTP server broke off)."""
     status = str(error.status() if isinstance(error, InferenceServerException) else "") or ""
     whole = (error.message() if isinstance(error, InferenceServerException) else str(error)) or type(error).__name__
     typed = _typed_error(status, whole.strip().splitlines()[0], error, url, model)
@@ -117,7 +123,7 @@ def _typed_error(status: str, text: str, error: Exception, url: str, model: str)
         return ModelNotServedError(f"model '{model}' is not served at {url}: {text}")
     if "INVALID_ARGUMENT" in status or status == "400":
         return InvalidRequestError(text)
-    if isinstance(error, ConnectionError | OSError):
+    if isinstance(error, OSError | http.client.HTTPException):
         return ServerUnreachableError(f"cannot reach a Triton server at {url}: {text}")
     return ClientError(text)
 
@@ -162,9 +168,7 @@ class EmotionClient:
             if self.protocol == "grpc":
                 client = self._module.InferenceServerClient(self.url)
             else:
-                client = self._module.InferenceServerClient(
-                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout
-                )
+                client = http_client(self.url, self.timeout)
             self._local.client = client
             self._clients.append(client)
         return client
@@ -172,7 +176,7 @@ class EmotionClient:
     def _call(self, method: str, *args, **kwargs):
         try:
             return getattr(self._client(), method)(*args, **kwargs)
-        except (InferenceServerException, OSError, ConnectionError) as error:
+        except CALL_ERRORS as error:
             raise client_error(error, self.url, self.model) from None
 
     def model_config(self, name: str) -> dict:

@@ -6,7 +6,7 @@ after checking it through that server; or rolls back to the version before.
     python -m emotion_triton.commands.rollout --rollback      # `make rollback`
 
 A build run against a repository that a local server serves ends with this roll-out of its version
-(build/build.py, `build_and_roll_out`). Exit codes: 0 done; 1 refused or failed, in one line, with
+(build/build.py: emotion_triton.commands.build). Exit codes: 0 done; 1 refused or failed, in one line, with
 the served version unchanged; 2 bad options or a failed build.
 """
 
@@ -17,10 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..build.command import parse_build_arguments, run_build
 from ..command_line import parse
 from ..repository import DEFAULT_REPOSITORY
-from ..repository.versions import serving_server
 
 
 @dataclass
@@ -49,18 +47,6 @@ def run(options: RolloutOptions) -> int:
         print(f"{'rollback' if options.rollback else 'roll-out'} refused: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-def build_and_roll_out(argv: list[str], description: str | None = None) -> int:
-    """build/build.py: the build; then, when a local server serves its repository, the roll-out of the
-    version it installed (without a server the build itself makes it the served one)."""
-    options, training = parse_build_arguments(argv, description)
-    report = run_build(options, training)
-    if report is None:
-        return 2
-    if serving_server(options.repository) is None:
-        return 0
-    return run(RolloutOptions(repository=options.repository, version=report["version"]))
 
 
 def main(argv: list[str] | None = None) -> int:

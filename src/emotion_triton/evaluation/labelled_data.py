@@ -8,9 +8,10 @@ from pathlib import Path
 
 from .. import data as data_module
 from ..data import SUFFIXES, Problems
+from ..errors import UsageError
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(UsageError):
     """A one-line reason the evaluation cannot start (bad options or input)."""
 
 

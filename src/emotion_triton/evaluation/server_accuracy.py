@@ -31,7 +31,7 @@ from tyro.conf import Positional, Suppress, arg
 from ..client import ClientError, EmotionClient
 from ..client.classify import ServerUrl
 from ..command_line import value_or
-from ..hub import ModelSourceError
+from ..errors import EmotionTritonError
 from ..repository import DEFAULT_CHECKPOINT, OFFLINE_BUILD_COMMAND, PROJECT_ROOT
 from .classification_metrics import classification_metrics
 from .labelled_data import EvaluationError, match_labels, read_labelled
@@ -166,12 +166,12 @@ def run(options: EvaluationOptions, load_reference: Callable[[str], EagerReferen
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except (EvaluationError, ModelSourceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
     except ClientError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except EmotionTritonError as error:  # the others: options or input (EvaluationError, ModelSourceError)
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     if options.report_dir:
         written = write_report_dir(report, options.report_dir)
     print(json.dumps(report, ensure_ascii=False) if options.as_json else format_report(report))

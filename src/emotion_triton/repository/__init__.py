@@ -6,7 +6,6 @@ Importable by every other layer; it imports none of them.
 from .model_config import (
     BUILD_OUTPUTS,
     CLASSIFIER_CONFIGS,
-    CLASSIFIER_FILES,
     DEFAULT_CHECKPOINT,
     DEFAULT_ENSEMBLE,
     DEFAULT_REPOSITORY,
@@ -15,7 +14,6 @@ from .model_config import (
     OFFLINE_PRESET,
     PROJECT_ROOT,
     RUNS_DIR,
-    SERVER_FILE,
     SOURCE_VERSION,
     Ensemble,
     copy_sources,
@@ -23,11 +21,15 @@ from .model_config import (
     parse_config,
     set_parameter,
 )
+from .variants import CPU_VARIANTS, DEFAULT_CLASSIFIER, STATE_FILE, VARIANTS
 
 __all__ = [
+    "CPU_VARIANTS",
+    "DEFAULT_CLASSIFIER",
+    "STATE_FILE",
+    "VARIANTS",
     "BUILD_OUTPUTS",
     "CLASSIFIER_CONFIGS",
-    "CLASSIFIER_FILES",
     "DEFAULT_CHECKPOINT",
     "DEFAULT_ENSEMBLE",
     "DEFAULT_REPOSITORY",
@@ -36,7 +38,6 @@ __all__ = [
     "OFFLINE_PRESET",
     "PROJECT_ROOT",
     "RUNS_DIR",
-    "SERVER_FILE",
     "SOURCE_VERSION",
     "Ensemble",
     "copy_sources",

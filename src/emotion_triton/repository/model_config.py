@@ -6,6 +6,7 @@ configurations here, parsed with Triton's own protobuf definitions.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ..paths import PROJECT_ROOT
+from . import variants
+from .variants import CPU_VARIANTS, VARIANTS
 
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
 # A build's run folder is runs/<preset>/; the offline preset's checkpoint is where the benchmark and
@@ -25,14 +28,8 @@ DEFAULT_CHECKPOINT = RUNS_DIR / OFFLINE_PRESET / "checkpoint"
 OFFLINE_BUILD_COMMAND = f"python build/build.py --preset {OFFLINE_PRESET}"
 DEFAULT_ENSEMBLE = "emotion"
 # The classifier variants a CPU host serves: variant -> the tritonserver --model-config-name that
-# selects it (emotion_classifier/configs/<name>.pbtxt; the other models keep their config.pbtxt).
-CLASSIFIER_CONFIGS = {
-    "libtorch": "cpu",  # the production config.pbtxt on CPU instances: Triton's PyTorch backend
-    "onnx": "onnx",  # model.onnx on ONNX Runtime inside a Python-backend model
-    "onnxruntime": "onnxruntime",  # model.onnx on Triton's ONNX Runtime backend
-}
-# The build's file each variant serves (a name, not a pattern: a new variant says which it serves).
-CLASSIFIER_FILES = {"libtorch": "model.pt", "onnx": "model.onnx", "onnxruntime": "model.onnx"}
+# selects it (emotion_classifier/configs/<name>.pbtxt, derived from its config.pbtxt: variants.py).
+CLASSIFIER_CONFIGS = {name: VARIANTS[name].config_name for name in CPU_VARIANTS}
 
 
 # Written by build/build.py; never part of a repository's source (see .gitignore).
@@ -44,17 +41,14 @@ SOURCE_VERSION = 1
 # Built versions a repository keeps: the served one and the two before it (a rollback needs the one
 # before; an older one costs only disk). Older ones are removed when a new version becomes the served one.
 KEPT_VERSIONS = 3
-# Written by the local server while it serves a repository (its addresses and admin key, mode 0600),
-# removed when it stops: a build run against that repository rolls its new version out through it.
-# A file, not a folder: tritonserver takes every folder of the repository for a model.
-SERVER_FILE = ".server.json"
 
 
 def copy_sources(target: str | Path, source: str | Path = DEFAULT_REPOSITORY) -> Path:
-    """A copy of a model repository's configs and model.py files, without build outputs."""
+    """A copy of a model repository's tracked configs and code: no build outputs, no state, no derived configs."""
     import shutil
 
-    return Path(shutil.copytree(source, target, ignore=shutil.ignore_patterns(*BUILD_OUTPUTS)))
+    derived = ("configs", f"{variants.STATE_FILE}*")
+    return Path(shutil.copytree(source, target, ignore=shutil.ignore_patterns(*BUILD_OUTPUTS, *derived)))
 
 
 def parse_config(path: str | Path) -> model_config_pb2.ModelConfig:
@@ -109,13 +103,35 @@ class Ensemble:
         return directory / "configs" / f"{variant}.pbtxt" if variant else directory / "config.pbtxt"
 
     def config(self, model: str, variant: str | None = None) -> model_config_pb2.ModelConfig:
-        return parse_config(self.config_path(model, variant))
+        """`model`'s config as tritonserver --model-config-name=`variant` loads it (the classifier's
+        variants derived from its config.pbtxt here, not read back from their generated files)."""
+        names = {v.config_name: name for name, v in VARIANTS.items() if v.derive is not None}
+        if model == self.classifier and variant in names:
+            return variants.derived_classifier_config(self.config(model), names[variant])
+        path = self.config_path(model, variant)
+        return parse_config(path if path.is_file() else self.config_path(model))  # Triton's rule too
+
+    def write_derived_configs(self) -> list[Path]:
+        """The classifier's variant configs and the ensemble's pins of the served version (variants.py)."""
+        served = self.pinned_version()
+        return variants.write_derived_configs(
+            self.repository, self.name, self.classifier, self.versioned, served if served > 0 else None
+        )
+
+    def classifier_module(self, name: str):
+        """A module of the classifier's code (SOURCE_VERSION's folder: length_buckets, onnx_session), the
+        one implementation the Python step, the build's checks and the benchmark share."""
+        path = self.repository / self.classifier / str(SOURCE_VERSION) / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"emotion_classifier_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
 
     # Versions. The tokenizer and the classifier carry a build's files and are versioned together:
     # version N of the model is emotion_tokenizer/N/ (tokenizer.json) and emotion_classifier/N/
-    # (model.pt, model.onnx, build_report.json). The one fact saying which version serves is the
-    # ensemble's config.pbtxt: its two steps pin `model_version: N` (written together by
-    # set_served_version; -1, the checkout's value, is the newest version folder).
+    # (model.pt, model.onnx, build_report.json). Which version serves is repository state outside git
+    # (variants.STATE_FILE), which the ensemble's derived configs pin; with none, the ensemble's
+    # config.pbtxt (-1) serves the newest version folder.
 
     @property
     def versioned(self) -> tuple[str, str]:
@@ -136,15 +152,8 @@ class Ensemble:
         return [version for version in self.versions() if self.is_built(version)]
 
     def pinned_version(self) -> int:
-        """The ensemble's pin of the versioned steps: a version, or -1 (the newest folder)."""
-        steps = {step.model_name: step.model_version for step in self.config(self.name).ensemble_scheduling.step}
-        pins = {steps[model] for model in self.versioned}
-        if len(pins) != 1:
-            raise ValueError(
-                f"{self.config_path(self.name)} pins {self.tokenizer} and {self.classifier} to different versions "
-                f"({', '.join(f'{model} {steps[model]}' for model in self.versioned)}): they are built together"
-            )
-        return pins.pop()
+        """The served version the repository's state pins, or -1 (none: the newest folder serves)."""
+        return int(variants.read_state(self.repository).get("served", -1))
 
     @property
     def served_version(self) -> int:
@@ -153,17 +162,17 @@ class Ensemble:
         return pin if pin > 0 else max(self.versions(), default=SOURCE_VERSION)
 
     def set_served_version(self, version: int) -> None:
-        """Pins the ensemble's tokenizer and classifier steps to `version` (in place, comments kept)."""
-        path = self.config_path(self.name)
-        text = path.read_text()
-        for model in self.versioned:
-            pattern = re.compile(r'(model_name:\s*"' + re.escape(model) + r'"\s*model_version:\s*)-?\d+')
-            text, count = pattern.subn(lambda m: m.group(1) + str(version), text)
-            if count != 1:
-                raise ValueError(f"{path}: expected one step of '{model}' followed by its model_version, found {count}")
-        path.write_text(text)
-        if self.pinned_version() != version:
-            raise ValueError(f"{path}: pinning version {version} did not round-trip")
+        """Pins `version` as the served one (repository state) and rewrites the ensemble's derived configs."""
+        variants.write_state(self.repository, served=version)
+        self.write_derived_configs()
+
+    @property
+    def last_installed_version(self) -> int:
+        """The highest version ever installed (0: none), which a new version's number stays above."""
+        return int(variants.read_state(self.repository).get("last_installed", 0))
+
+    def record_installed_version(self, version: int) -> None:
+        variants.write_state(self.repository, last_installed=version)
 
     @property
     def tokenizer_file(self) -> Path:
@@ -178,8 +187,8 @@ class Ensemble:
         return self.version_dir(self.classifier) / "model.onnx"
 
     def served_file(self, variant: str, version: int | None = None) -> Path:
-        """The classifier file a variant of CLASSIFIER_CONFIGS serves."""
-        return self.version_dir(self.classifier, version) / CLASSIFIER_FILES[variant]
+        """The classifier file a variant (variants.VARIANTS) serves."""
+        return self.version_dir(self.classifier, version) / VARIANTS[variant].served_file
 
     @property
     def report_file(self) -> Path:

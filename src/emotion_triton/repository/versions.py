@@ -1,37 +1,30 @@
 """The versions of a model repository: where a new build goes, which ones are kept, and which server
-serves the repository (a local server's SERVER_FILE, or the tritonserver container named by the
-build container's environment). Which version serves is the ensemble's pin
+serves the repository (a local server's server file, or the tritonserver container named by the
+build container's environment). Which version serves is the repository's state
 (Ensemble.served_version); this module never changes it by itself."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-import urllib.request
+import tempfile
 from pathlib import Path
 
-from .model_config import BUILD_OUTPUTS, CLASSIFIER_CONFIGS, KEPT_VERSIONS, SERVER_FILE, SOURCE_VERSION, Ensemble
-
-# The highest version ever installed in the repository (a file beside the models). A number is never
-# used twice: Triton's response cache keys an answer by model name, version and inputs, and kept the
-# answers of a removed version for the next one of the same number (seen in tests/test_rollout.py).
-COUNTER_FILE = ".last_version"
+from .model_config import BUILD_OUTPUTS, CLASSIFIER_CONFIGS, KEPT_VERSIONS, SOURCE_VERSION, Ensemble
 
 
 def next_version(ensemble: Ensemble) -> int:
     """The version a new build installs: one above every version folder and every version installed
-    before (SOURCE_VERSION while none is built), recorded at once."""
+    before (SOURCE_VERSION while none is built), recorded at once. A number is never used twice:
+    Triton's response cache keys an answer by model name, version and inputs, and kept the answers of
+    a removed version for the next one of the same number (seen in the roll-out tests)."""
     if not ensemble.built_versions():
         version = SOURCE_VERSION
     else:
-        path = Path(ensemble.repository) / COUNTER_FILE
-        try:
-            last = int(path.read_text())
-        except (OSError, ValueError):
-            last = 0
-        version = max([last, *ensemble.versions()]) + 1
-    (Path(ensemble.repository) / COUNTER_FILE).write_text(f"{version}\n")
+        version = max([ensemble.last_installed_version, *ensemble.versions()]) + 1
+    ensemble.record_installed_version(version)
     return version
 
 
@@ -66,7 +59,12 @@ def prune(ensemble: Ensemble, keep: int = KEPT_VERSIONS) -> list[int]:
 
 
 def server_file(repository: str | Path) -> Path:
-    return Path(repository) / SERVER_FILE
+    """Where the local server serving `repository` says so: outside the repository (it holds the admin
+    key), in the user's runtime folder, one file per repository."""
+    runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"emotion-triton-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    key = hashlib.sha256(str(Path(repository).resolve()).encode()).hexdigest()[:16]
+    return runtime / f"server-{key}.json"
 
 
 def write_server_file(repository: str | Path, http_url: str, admin_key: str, pid: int, classifier: str) -> Path:
@@ -91,7 +89,7 @@ SERVER_VARIABLE, CLASSIFIER_VARIABLE, ADMIN_KEY_VARIABLE = (
 
 def serving_server(repository: str | Path) -> dict | None:
     """{"http_url", "admin_key", "classifier"} of the server serving `repository`: the local server of
-    its SERVER_FILE ("pid" too), else the container of $EMOTION_TRITON_SERVER when it answers; or None."""
+    its server file ("pid" too), else the container of $EMOTION_TRITON_SERVER when it answers; or None."""
     return local_serving_server(repository) or _container_server()
 
 
@@ -99,9 +97,13 @@ def _container_server() -> dict | None:
     url = os.environ.get(SERVER_VARIABLE)
     if not url:
         return None
+    from ..triton_http import TritonHTTPError, session  # tritonclient.http: only when a container is named
+
     try:  # not up (the build before the first `up`): the build's version is the served one
-        urllib.request.urlopen(f"http://{url}/v2/health/live", timeout=5).close()
-    except OSError:
+        with session(url, timeout=5) as triton:
+            if not triton.is_server_live():
+                return None
+    except TritonHTTPError:
         return None
     classifier = os.environ.get(CLASSIFIER_VARIABLE, "")
     if classifier not in CLASSIFIER_CONFIGS:
@@ -112,7 +114,7 @@ def _container_server() -> dict | None:
 
 
 def local_serving_server(repository: str | Path) -> dict | None:
-    """The local server's SERVER_FILE, or None (no file, or its process is gone: a server killed without
+    """The local server's server file, or None (no file, or its process is gone: a server killed without
     its stop leaves the file behind)."""
     path = server_file(repository)
     try:

@@ -7,7 +7,9 @@ docker/tritonserver.Dockerfile copies next to this file as /opt/emotion-triton/c
 
 Standard library only: it runs with the python3 of the Triton image, where protobuf is not
 installed, so the ensemble's names are constants here (tests/test_deploy.py checks them against
-model_repository/emotion/config.pbtxt).
+model_repository/emotion/config.pbtxt), and it speaks Triton's HTTP API with urllib, where the rest
+of the package speaks it through tritonclient (serving/triton_http.py). Where the package is
+installed, Unhealthy derives from the package's error root (errors.py, standard library only too).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ import json
 import math
 import urllib.error
 import urllib.request
+
+try:  # the package; the serving image has this file alone, as canary.py
+    from ..errors import EmotionTritonError as _ErrorRoot
+except ImportError:
+    _ErrorRoot = Exception
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Names of model_repository/emotion/config.pbtxt (tests/test_deploy.py checks them).
@@ -27,7 +34,7 @@ CANARY_TEXT = "i feel fine today"
 OVERLOADED = (429, 503)  # queue full or queue timeout: the server answered, it is busy, not broken
 
 
-class Unhealthy(Exception):
+class Unhealthy(_ErrorRoot):
     """Why the server cannot answer a real inference, in one line."""
 
 

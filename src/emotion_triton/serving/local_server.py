@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
@@ -20,7 +19,7 @@ from typing import Annotated, Literal, NamedTuple
 import psutil
 from tyro.conf import Suppress, arg
 
-from ..repository import CLASSIFIER_CONFIGS, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
+from ..repository import CLASSIFIER_CONFIGS, DEFAULT_CLASSIFIER, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
 from ..repository.versions import local_serving_server, server_file, write_server_file
 from . import canary
 from .native_backends import NativeBackend, torch_dir
@@ -40,10 +39,6 @@ from .tritonserver_flags import TritonServerFlags
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's regions, one per stub
-# The classifier variant `make serve` (and the CPU container) runs: the fastest in `make bench` on 2 cores
-# (docs/performance.md): model.onnx on ONNX Runtime in a Python-backend model, ahead of the libtorch and the
-# native ONNX Runtime backends under load (its chunks of similar length, both cores for a lone request).
-DEFAULT_CLASSIFIER = "onnx"
 
 
 class MemoryUsage(NamedTuple):
@@ -69,8 +64,8 @@ class ServerOptions:
     grpc_port: int = 8001
     metrics_port: int = 8002
     classifier: ClassifierName = DEFAULT_CLASSIFIER
-    """onnxruntime: model.onnx on Triton's ONNX Runtime backend; onnx: model.onnx on ONNX Runtime in a
-    Python-backend model; libtorch: model.pt on Triton's PyTorch backend (the production config on CPU instances)"""
+    """onnx: model.onnx on ONNX Runtime in a Python-backend model; libtorch: model.pt on Triton's PyTorch
+    backend (the production config on CPU instances)"""
     exit_timeout: int = 30
     """seconds requests in flight get on shutdown"""
     ready_timeout: float = 180.0
@@ -172,6 +167,9 @@ class LocalServer:
 
     def start(self) -> None:
         self.preflight()
+        # The classifier's variant configs and the served version's pins, from the tracked configs and
+        # the repository's state: a restart serves the version a roll-out left.
+        self.ensemble.write_derived_configs()
         compile_model_code(self.options.repository)
         env = dict(os.environ)
         # The stub finds numpy, torch and tokenizers through the first `python3` on PATH.
@@ -288,6 +286,8 @@ class LocalServer:
             return
         self._terminating = True
         if drain:
+            # http.client, not tritonclient (triton_http): this is not a call of the API but a connection that
+            # must stay open, opened in a signal handler, where tritonclient's gevent client would switch greenlets.
             self._hold = http.client.HTTPConnection(self.options.host, self.options.http_port, timeout=2)
             try:
                 self._hold.request("GET", "/v2/health/live")
@@ -332,7 +332,7 @@ class LocalServer:
         while time.monotonic() < until and self.process.poll() is None and idle < 2:
             try:
                 metrics = triton_metrics(self.metrics_url, timeout=1)
-            except (urllib.error.URLError, OSError):
+            except OSError:  # no answer (urllib's errors are OSErrors)
                 return
             # The ensemble itself does not count; its requests are pending in one of its steps.
             pending = sum(

@@ -1,13 +1,12 @@
-"""Triton's native CPU backends, built from NVIDIA's sources against the pinned wheels: the PyTorch
-(libtorch) backend against torch's libraries, the ONNX Runtime backend against onnxruntime's.
+"""Triton's native CPU backend, built from NVIDIA's sources against the pinned wheel: the PyTorch
+(libtorch) backend against torch's libraries.
 
-    python -m emotion_triton.serving.native_backends        (`make setup` runs it: every backend)
+    python -m emotion_triton.serving.native_backends        (`make setup` runs it)
     python -m emotion_triton.serving.native_backends --sources DIR --cache DIR --install-to DIR
                                                             (the stand-in tritonserver image's build stage)
 
 The tritonserver of the nvidia-pytriton wheel ships only the Python backend; the production
-classifier (`platform: "pytorch_libtorch"`) needs `libtriton_pytorch.so`, the native ONNX Runtime
-classifier (`platform: "onnxruntime_onnx"`) `libtriton_onnxruntime.so`. NVIDIA's sources of the wheel
+classifier (`platform: "pytorch_libtorch"`) and its CPU twin need `libtriton_pytorch.so`. NVIDIA's sources of the wheel
 server's release are built once and cached under `.venv/`, keyed by the runtime wheel's version and
 the sources: `../shared/vendor/triton-r24.10` when it exists, otherwise a clone of the release branch
 from GitHub (CMake then fetches its dependencies the same way). A build that cannot run or fails
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -29,18 +27,16 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from ..errors import EmotionTritonError
 from ..paths import PROJECT_ROOT, SHARED_DIR
 
 RELEASE = "r24.10"  # the release of the wheel's tritonserver 2.51 (NGC 24.10)
 VENDORED_SOURCES = SHARED_DIR / "vendor" / f"triton-{RELEASE}"
-# ONNX Runtime's C API headers (the onnxruntime wheel has none), beside NVIDIA's sources: API version
-# 23 <= the library's, which is the rule.
-ONNXRUNTIME_HEADERS = "onnxruntime-headers-1.23.2"
 GITHUB = "https://github.com/triton-inference-server/{}.git"
 CACHE = PROJECT_ROOT / ".venv" / "triton-backends"
 
 
-class BackendBuildError(RuntimeError):
+class BackendBuildError(EmotionTritonError, RuntimeError):
     """One line: why a native backend cannot be built, and what to install or run."""
 
 
@@ -48,17 +44,6 @@ def torch_dir() -> Path:
     import torch
 
     return Path(torch.__file__).parent
-
-
-def onnxruntime_library() -> Path:
-    """The library inside the onnxruntime wheel (`capi/libonnxruntime.so.<version>`, no .so.1 link),
-    found without importing the package (the image's build stage installs the wheel without its dependencies)."""
-    spec = importlib.util.find_spec("onnxruntime")
-    folders = [Path(folder) / "capi" for folder in (spec.submodule_search_locations or [])] if spec else []
-    found = sorted(library for folder in folders for library in folder.glob("libonnxruntime.so.*"))
-    if not found:
-        raise BackendBuildError("the onnxruntime wheel carries no libonnxruntime.so: reinstall it with `make setup`")
-    return found[0]
 
 
 @dataclass(frozen=True)
@@ -72,41 +57,17 @@ class NativeBackend:
     library: str
     runtime: str  # the pinned wheel whose shared libraries it links
 
-    def runtime_files(self) -> dict[str, Path]:
-        """Files the backend loads from its own folder (RUNPATH $ORIGIN), by the name it asks for.
-        The PyTorch backend finds torch's libraries on the library path instead (LD_LIBRARY_PATH)."""
-        return {"libonnxruntime.so.1": onnxruntime_library()} if self.name == "onnxruntime" else {}
-
-    def configure_options(self, work: Path, headers: Path) -> list[str]:
-        if self.name == "pytorch":
-            torch = torch_dir()
-            return [
-                "-DTRITON_PYTORCH_ENABLE_TORCHVISION=OFF",
-                f"-DTRITON_PYTORCH_INCLUDE_PATHS={torch / 'include'};{torch / 'include/torch/csrc/api/include'}",
-                f"-DTRITON_PYTORCH_LIB_PATHS={torch / 'lib'}",
-            ]
-        # The wheel's library under the names the linker wants; the TRITON_BUILD_* options must stay
-        # empty, or CMake starts a Docker build of ONNX Runtime itself.
-        libraries = work / "onnxruntime-lib"
-        libraries.mkdir(parents=True, exist_ok=True)
-        for name in ("libonnxruntime.so", "libonnxruntime.so.1"):
-            (libraries / name).symlink_to(onnxruntime_library())
+    def configure_options(self) -> list[str]:
+        torch = torch_dir()
         return [
-            "-DTRITON_ENABLE_ONNXRUNTIME_TENSORRT=OFF",
-            "-DTRITON_ENABLE_ONNXRUNTIME_OPENVINO=OFF",
-            "-DTRITON_BUILD_ONNXRUNTIME_VERSION=",
-            "-DTRITON_BUILD_CONTAINER=",
-            "-DTRITON_BUILD_CONTAINER_VERSION=",
-            f"-DTRITON_ONNXRUNTIME_INCLUDE_PATHS={headers}",
-            f"-DTRITON_ONNXRUNTIME_LIB_PATHS={libraries}",
+            "-DTRITON_PYTORCH_ENABLE_TORCHVISION=OFF",
+            f"-DTRITON_PYTORCH_INCLUDE_PATHS={torch / 'include'};{torch / 'include/torch/csrc/api/include'}",
+            f"-DTRITON_PYTORCH_LIB_PATHS={torch / 'lib'}",
         ]
 
     def _key(self, sources: Path | None) -> str:
         digest = hashlib.sha256(f"{self.name} {self.runtime} {metadata.version(self.runtime)} {RELEASE}".encode())
-        folders = [sources] if sources is not None else []
-        if self.name == "onnxruntime":
-            folders.append(_headers(sources))
-        for folder in folders:
+        for folder in [sources] if sources is not None else []:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 digest.update(str(path.relative_to(folder)).encode())
                 digest.update(path.read_bytes())
@@ -127,9 +88,6 @@ class NativeBackend:
         if library is not None:
             return library
         missing = missing_tools(need_git=vendored is None)
-        headers = _headers(vendored)
-        if self.name == "onnxruntime" and not (headers / "onnxruntime_c_api.h").is_file():
-            missing.append(f"ONNX Runtime's C API headers in {headers}")
         if missing:
             raise BackendBuildError(
                 f"{self.title} cannot be built: missing {', '.join(missing)}; "
@@ -143,7 +101,7 @@ class NativeBackend:
         with open(log, "w") as output:
             sources = vendored or self._clone(target / "sources", output, log)
             progress(f"building {self.title} ({RELEASE}, CPU) from {sources}; log: {log}")
-            configure = self._configure_command(sources, work, vendored is not None, headers)
+            configure = self._configure_command(sources, work, vendored is not None)
             self._run(configure, output, log, "configuring")
             build = ["cmake", "--build", str(work), "--target", self.target, f"-j{os.cpu_count() or 1}"]
             self._run(build, output, log, "compiling", progress)
@@ -157,7 +115,7 @@ class NativeBackend:
         self._run(["git", "clone", "--depth=1", f"--branch={RELEASE}", url, str(target)], output, log, f"cloning {url}")
         return target
 
-    def _configure_command(self, sources: Path, work: Path, vendored: bool, headers: Path) -> list[str]:
+    def _configure_command(self, sources: Path, work: Path, vendored: bool) -> list[str]:
         command = [
             "cmake",
             "-S",
@@ -166,7 +124,7 @@ class NativeBackend:
             str(work),
             "-DCMAKE_BUILD_TYPE=Release",
             "-DTRITON_ENABLE_GPU=OFF",
-            *self.configure_options(work, headers),
+            *self.configure_options(),
             f"-DTRITON_COMMON_REPO_TAG={RELEASE}",
             f"-DTRITON_CORE_REPO_TAG={RELEASE}",
             f"-DTRITON_BACKEND_REPO_TAG={RELEASE}",
@@ -199,24 +157,12 @@ class NativeBackend:
 PYTORCH = NativeBackend(
     "pytorch", "Triton's PyTorch backend", "pytorch_backend", "triton-pytorch-backend", "libtriton_pytorch.so", "torch"
 )
-ONNXRUNTIME = NativeBackend(
-    "onnxruntime",
-    "Triton's ONNX Runtime backend",
-    "onnxruntime_backend",
-    "triton-onnxruntime-backend",
-    "libtriton_onnxruntime.so",
-    "onnxruntime",
-)
-BACKENDS = {backend.name: backend for backend in (PYTORCH, ONNXRUNTIME)}
+BACKENDS = {PYTORCH.name: PYTORCH}
 
 
 def _vendored(sources: Path | None) -> Path | None:
     sources = sources if sources is not None else VENDORED_SOURCES
     return sources if sources.is_dir() else None
-
-
-def _headers(vendored: Path | None) -> Path:
-    return (vendored.parent if vendored is not None else SHARED_DIR / "vendor") / ONNXRUNTIME_HEADERS
 
 
 def missing_tools(need_git: bool) -> list[str]:
@@ -249,7 +195,7 @@ def _first_error(log: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build Triton's native CPU backends (cached).")
+    parser = argparse.ArgumentParser(description="Build Triton's native CPU backend (cached).")
     parser.add_argument("--backend", choices=sorted(BACKENDS), action="append", help="default: every backend")
     parser.add_argument("--sources", type=Path, help=f"NVIDIA's {RELEASE} sources (default: {VENDORED_SOURCES})")
     parser.add_argument("--cache", type=Path, help=f"where built libraries are kept (default: {CACHE})")
@@ -269,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.install_to:
             folder = args.install_to / backend.name
             folder.mkdir(parents=True, exist_ok=True)
-            for target, source in {backend.library: library, **backend.runtime_files()}.items():
-                shutil.copyfile(source, folder / target)
+            shutil.copyfile(library, folder / backend.library)
     if failed:
         print("the Python-backend classifiers (make serve CLASSIFIER=onnx) still work without it", file=sys.stderr)
     return 1 if failed else 0

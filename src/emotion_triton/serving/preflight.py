@@ -11,11 +11,12 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from ..errors import EmotionTritonError
 from ..repository import OFFLINE_BUILD_COMMAND, Ensemble
 from .native_backends import BACKENDS, BackendBuildError, NativeBackend
 
 
-class ServerError(RuntimeError):
+class ServerError(EmotionTritonError, RuntimeError):
     """A one-line cause and fix for why the server cannot start or keep serving."""
 
 
@@ -29,7 +30,7 @@ def pytriton_dir() -> Path:
 
 def native_backend(config) -> NativeBackend | None:
     """The native backend a model config runs on (None: the Python backend)."""
-    platforms = {"pytorch_libtorch": "pytorch", "onnxruntime_onnx": "onnxruntime"}
+    platforms = {"pytorch_libtorch": "pytorch"}
     return BACKENDS.get(config.backend or platforms.get(config.platform, ""))
 
 
@@ -38,7 +39,7 @@ def backend_directory(cache: Path, native: NativeBackend | None) -> Path:
     built here, all as symlinks.
 
     The stub finds its bundled libraries relative to its real path, so copies would not run.
-    A native backend finds libtritonserver.so (and ONNX Runtime's library) next to itself (its
+    A native backend finds libtritonserver.so next to itself (its
     RUNPATH is $ORIGIN): the wheel renamed that library, so a link under the original name points
     at the copy the server has loaded.
     """
@@ -58,7 +59,6 @@ def backend_directory(cache: Path, native: NativeBackend | None) -> Path:
     if native is not None:
         try:
             library = native.ensure()
-            runtime_files = native.runtime_files()
         except BackendBuildError as error:
             raise ServerError(f"{error}; or serve the Python-backend classifier: --classifier onnx") from error
         server_library = next(root.parent.parent.glob("nvidia_pytriton.libs/libtritonserver-*.so"), None)
@@ -66,7 +66,7 @@ def backend_directory(cache: Path, native: NativeBackend | None) -> Path:
             raise ServerError("nvidia-pytriton ships no libtritonserver: reinstall it with `make setup`")
         target = cache / "backends" / native.name
         target.mkdir(parents=True, exist_ok=True)
-        for name, source in {native.library: library, "libtritonserver.so": server_library, **runtime_files}.items():
+        for name, source in {native.library: library, "libtritonserver.so": server_library}.items():
             _link(target / name, source)
     return cache / "backends"
 
@@ -122,7 +122,15 @@ def check_built_model(ensemble: Ensemble, classifier: str, version: int | None =
     from tokenizers import Tokenizer
 
     tokenizer_file = ensemble.version_dir(ensemble.tokenizer, version) / "tokenizer.json"
-    for path, load in ((ensemble.served_file(classifier, version), _load_model), (tokenizer_file, Tokenizer.from_file)):
+
+    def load_model(path: str):  # as the classifier variants load it
+        if path.endswith(".onnx"):
+            return ensemble.classifier_module("onnx_session").open_session(path)
+        import torch
+
+        return torch.jit.load(path)
+
+    for path, load in ((ensemble.served_file(classifier, version), load_model), (tokenizer_file, Tokenizer.from_file)):
         rel = relative_path(path)
         if not path.is_file():
             other = " (or serve model.pt: --classifier libtorch)" if path.name == "model.onnx" else ""
@@ -134,19 +142,6 @@ def check_built_model(ensemble: Ensemble, classifier: str, version: int | None =
             raise ServerError(
                 f"{rel} cannot be loaded ({first[:160]}): rebuild it with `{OFFLINE_BUILD_COMMAND}`"
             ) from error
-
-
-def _load_model(path: str):
-    """model.onnx with ONNX Runtime, model.pt with torch: as the classifier variants load them."""
-    if path.endswith(".onnx"):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: the graph's If makes the optimizer warn per subgraph input
-        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    import torch
-
-    return torch.jit.load(path)
 
 
 def check_repository_folders(repository: Path) -> None:

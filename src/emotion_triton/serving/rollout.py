@@ -1,7 +1,8 @@
 """A checked roll-out of a new model version on a running server (local or container), and the rollback: through
 Triton's model-control API (model control mode `explicit`, the `admin-key` header).
 
-A version serves when the ensemble's config pins it (Ensemble.served_version); the tokenizer's and the
+A version serves when the repository's state pins it (Ensemble.served_version: the ensemble's derived
+configs, which the server loads, carry the pin); the tokenizer's and the
 classifier's configs load the two newest version folders (`version_policy: latest 2`). A roll-out:
 
 1. loads the ensemble again: Triton re-reads the steps' folders and loads the new version beside the
@@ -20,27 +21,31 @@ error says why in one line. A rollback pins the version before the served one (s
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from ..repository import SERVER_FILE, Ensemble
+import numpy as np
+import tritonclient.http as httpclient
+from tritonclient.utils import np_to_triton_dtype
+
+from .. import triton_http
+from ..errors import EmotionTritonError
+from ..repository import DEFAULT_CLASSIFIER, Ensemble
 from ..repository.versions import SERVER_VARIABLE, prune, remove_version, serving_server, versions_above_served
 from . import canary
 from .local_server import compile_model_code
 from .preflight import ServerError, check_built_model
+from .tritonserver_flags import ADMIN_HEADER
 
-# TYPE_* of a config -> the tensor datatype of the inference protocol (the types the steps exchange).
-DATATYPES = {"TYPE_STRING": "BYTES", "TYPE_INT64": "INT64", "TYPE_INT32": "INT32", "TYPE_FP32": "FP32"}
+Answer = TypeVar("Answer")
 LOAD_TIMEOUT = 300.0  # seconds a load request may take (a real model loads in seconds; a busy host is slower)
 
 
-class RolloutError(Exception):
+class RolloutError(EmotionTritonError):
     """Why a roll-out or a rollback did not happen, in one line; the served version is unchanged."""
 
 
@@ -54,7 +59,7 @@ class ServerControl:
 
     http_url: str  # host:port
     admin_key: str
-    classifier: str = "onnx"  # the classifier variant it runs (CLASSIFIER_CONFIGS)
+    classifier: str = DEFAULT_CLASSIFIER  # the classifier variant it runs (CLASSIFIER_CONFIGS)
 
     @classmethod
     def serving(cls, repository: str | Path) -> ServerControl:
@@ -63,35 +68,40 @@ class ServerControl:
         server = serving_server(repository)
         if server is None:
             raise RolloutError(
-                f"no server serves {repository} (no {SERVER_FILE} of a running local server, no answer from "
+                f"no server serves {repository} (no running local server, no answer from "
                 f"${SERVER_VARIABLE}): start it with `make serve` or `docker compose up -d tritonserver`"
             )
-        return cls(server["http_url"], server["admin_key"], server.get("classifier", "onnx"))
+        return cls(server["http_url"], server["admin_key"], server.get("classifier", DEFAULT_CLASSIFIER))
 
-    def _request(self, method: str, path: str, body: dict | None = None, timeout: float = 30.0) -> dict:
-        request = urllib.request.Request(
-            f"http://{self.http_url}{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "admin-key": self.admin_key},
-            method=method,
-        )
+    def _call(
+        self, path: str, request: Callable[[httpclient.InferenceServerClient, dict], Answer], timeout: float = 30.0
+    ) -> Answer:
+        """`request(client, headers)` on the server (triton_http: tritonclient.http), the headers holding its
+        admin key (the model-repository API is restricted to it); raises RolloutError, naming `path`."""
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                text = response.read()
-        except urllib.error.HTTPError as error:
-            hint = " (is the admin key the server's TRITON_ADMIN_KEY?)" if error.code == 403 else ""
-            raise RolloutError(f"{path} answered {error.code}: {canary.error_text(error)}{hint}") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise RolloutError(f"no answer from {self.http_url}{path}: {getattr(error, 'reason', error)}") from None
-        return json.loads(text) if text else {}
+            with triton_http.session(self.http_url, timeout, path) as triton:
+                return request(triton, {ADMIN_HEADER: self.admin_key})
+        except triton_http.TritonHTTPError as error:
+            hint = " (is the admin key the server's TRITON_ADMIN_KEY?)" if error.status == 403 else ""
+            raise RolloutError(f"{error}{hint}") from None
 
     def load(self, model: str) -> None:
         """Loads `model` again (an ensemble: its steps whose folders changed too); raises RolloutError."""
-        self._request("POST", f"/v2/repository/models/{model}/load", {}, timeout=LOAD_TIMEOUT)
+        path = f"/v2/repository/models/{model}/load"
+        self._call(path, lambda triton, headers: triton.load_model(model, headers=headers), LOAD_TIMEOUT)
+
+    def is_ready(self) -> bool:
+        """The server's strict readiness (/v2/health/ready answers 200); False without an answer."""
+        try:
+            return self._call("/v2/health/ready", lambda triton, headers: triton.is_server_ready(headers=headers), 2.0)
+        except RolloutError:
+            return False
 
     def version_states(self, model: str) -> dict[int, str]:
         """version -> "READY", or the state and Triton's reason (a version that failed to load says why)."""
-        index = self._request("POST", "/v2/repository/index", {})
+        index = self._call(
+            "/v2/repository/index", lambda triton, headers: triton.get_model_repository_index(headers=headers)
+        )
         return {
             int(m["version"]): m.get("state", "")
             if m.get("state") == "READY"
@@ -115,13 +125,8 @@ class ServerControl:
                 and not any(state.startswith("UNLOADING") for state in versions.values())
                 for versions in states.values()
             )
-            try:
-                if settled:
-                    if ready:
-                        canary.check_health(f"http://{self.http_url}", "ready", 2.0)
-                    return
-            except canary.Unhealthy:
-                pass
+            if settled and (not ready or self.is_ready()):
+                return
             if time.monotonic() > deadline:
                 raise RolloutError(
                     f"the server has not settled on versions {sorted(expected)} after {timeout:g} s: {states}"
@@ -133,15 +138,24 @@ class ServerControl:
 
     def pins(self, ensemble: str) -> dict[str, int]:
         """The loaded ensemble's step -> model_version."""
-        config = self._request("GET", f"/v2/models/{ensemble}/config")
+        path = f"/v2/models/{ensemble}/config"
+        config = self._call(path, lambda triton, headers: triton.get_model_config(ensemble, headers=headers))
         return {s["model_name"]: int(s.get("model_version", -1)) for s in config["ensemble_scheduling"]["step"]}
 
-    def infer(self, model: str, version: int | None, inputs: dict[str, dict]) -> dict[str, dict]:
-        """One inference on `model` (at `version`, or its default): name -> {shape, datatype, data}."""
-        path = f"/v2/models/{model}" + (f"/versions/{version}" if version and version > 0 else "") + "/infer"
-        body = {"inputs": [{"name": name, **tensor} for name, tensor in inputs.items()]}
-        answer = self._request("POST", path, body)
-        return {o["name"]: {k: o[k] for k in ("shape", "datatype", "data")} for o in answer["outputs"]}
+    def infer(self, model: str, version: int | None, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference on `model` (at `version`, or its default): output name -> tensor."""
+        at = str(version) if version and version > 0 else ""
+        path = f"/v2/models/{model}" + (f"/versions/{at}" if at else "") + "/infer"
+
+        def request(triton: httpclient.InferenceServerClient, headers: dict) -> dict[str, np.ndarray]:
+            tensors = []
+            for name, array in inputs.items():
+                tensors.append(httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype)))
+                tensors[-1].set_data_from_numpy(array)
+            result = triton.infer(model, tensors, model_version=at, headers=headers)
+            return {output["name"]: result.as_numpy(output["name"]) for output in result.get_response()["outputs"]}
+
+        return self._call(path, request)
 
 
 def classify_at_version(
@@ -154,17 +168,15 @@ def classify_at_version(
     scores: list[list[float]] = []
     for begin in range(0, len(texts), config.max_batch_size):
         batch = texts[begin : begin + config.max_batch_size]
-        tensors = {config.input[0].name: {"shape": [len(batch), 1], "datatype": "BYTES", "data": batch}}
+        tensors = {config.input[0].name: np.array(batch, dtype=np.object_).reshape(-1, 1)}
         for step in config.ensemble_scheduling.step:
             at = version if step.model_name in ensemble.versioned else step.model_version
             inputs = {key: tensors[value] for key, value in step.input_map.items()}
             outputs = control.infer(step.model_name, at, inputs)
             tensors.update({value: outputs[key] for key, value in step.output_map.items()})
         label, score = (output.name for output in config.output)
-        labels += tensors[label]["data"]
-        width = tensors[score]["shape"][1]
-        flat = tensors[score]["data"]
-        scores += [flat[i : i + width] for i in range(0, len(flat), width)]
+        labels += [value.decode() for value in tensors[label].reshape(-1)]
+        scores += tensors[score].tolist()
     return labels, scores
 
 
@@ -197,7 +209,7 @@ def check_version(control: ServerControl, ensemble: Ensemble, version: int) -> s
 
 
 def _pin_running_version(control: ServerControl, ensemble: Ensemble) -> None:
-    """An unpinned ensemble (-1, the checkout's) runs the newest version the server has loaded; a
+    """An unpinned ensemble (-1, the checkout's config.pbtxt) runs the newest version the server has loaded; a
     roll-out must not let the next load route it to the new one unchecked: pin the running one."""
     if ensemble.pinned_version() > 0:
         return

@@ -5,10 +5,9 @@
 It checks what it needs first (libpython, free ports, a built and loadable
 model, the native backend its classifier needs), starts tritonserver with a CPU configuration of
 the classifier (`--classifier libtorch`: the production config.pbtxt on CPU
-instances, `--model-config-name=cpu`; `--classifier onnxruntime`: model.onnx of the same
-checkpoint on Triton's ONNX Runtime backend, `--model-config-name=onnxruntime`;
-`--classifier onnx`: model.onnx on ONNX Runtime in a Python-backend model,
-`--model-config-name=onnx`; the default is DEFAULT_CLASSIFIER in local_server.py),
+instances, `--model-config-name=cpu`; `--classifier onnx`: model.onnx on ONNX Runtime in a
+Python-backend model, `--model-config-name=onnx`; the default is DEFAULT_CLASSIFIER of
+emotion_triton.repository.variants),
 waits until the ensemble answers a real inference, and then keeps checking
 that it does (an inference canary every `--canary-interval` seconds: Triton
 2.51 keeps reporting "ready" when a Python-backend stub has died).
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from tyro.conf import Suppress
 
 from ..command_line import parse
+from ..errors import EmotionTritonError
 from ..repository import CLASSIFIER_CONFIGS, Ensemble
 from .local_server import LocalServer, ServerOptions
 from .preflight import ServerError
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None, prepare: Callable[[Ensemble], None] | No
         if prepare is not None:
             prepare(server.ensemble)
         server.start()
-    except ServerError as error:
+    except EmotionTritonError as error:  # a ServerError, or what `prepare` (the serve command's build) raises
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -177,7 +177,3 @@ def main(argv: list[str] | None = None, prepare: Callable[[Ensemble], None] | No
         return serve_forever(server, command.supervision)
     except KeyboardInterrupt:  # a signal after start, before serve_forever's handlers took over
         return stop_cleanly(server)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,9 +27,10 @@ RESTRICTED_APIS = "shared-memory,model-repository,logging,trace"
 ADMIN_HEADER = "admin-key"
 ADMIN_KEY_PLACEHOLDER = "@TRITON_ADMIN_KEY@"  # the image's entrypoint replaces it with the key
 DEVICE_VARIABLE = "EMOTION_TRITON_DEVICE"
-# --model-config-name per device of a container: the production config.pbtxt files on a GPU; on a host
-# without one, the classifier's fastest CPU configuration, `make serve`'s (docs/performance.md).
-DEVICE_CONFIGS: dict[str, str | None] = {"gpu": None, "cpu": "onnx"}
+# --model-config-name per device of a container (emotion_triton.repository.variants derives configs/<name>.pbtxt:
+# the ensemble's pin of the served version, the classifier's CPU variant): on a GPU the production
+# config.pbtxt files; on a host without one, the classifier's fastest CPU variant, `make serve`'s.
+DEVICE_CONFIGS: dict[str, str] = {"gpu": "gpu", "cpu": "onnx"}
 CONTAINER_REPOSITORY = "/models"
 
 
@@ -40,7 +41,7 @@ class TritonServerFlags:
     behind the `admin-key` header, and where each deployment differs."""
 
     model_repository: str = CONTAINER_REPOSITORY
-    model_config_name: str | None = None  # None: each model's config.pbtxt (the production, GPU configs)
+    model_config_name: str | None = None  # None: each model's config.pbtxt
     admin_key: str = ADMIN_KEY_PLACEHOLDER
     exit_timeout: int = 30  # seconds tritonserver gives requests in flight on shutdown
     http_port: int = 8000

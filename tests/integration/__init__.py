@@ -1,0 +1,1 @@
+"""Integration tests: tiny models built on the fly and real tritonserver processes."""

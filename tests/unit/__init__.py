@@ -1,0 +1,1 @@
+"""Unit tests: no model, no server (`make test-unit`, under a minute)."""

