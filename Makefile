@@ -45,10 +45,11 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest
 
-# The unit tests alone: no model, no server (seconds). `make test` runs them and the integration tests.
+# The unit tests alone (tests/unit/): no model, no server, under a minute. `make test` runs them, the
+# integration tests (tests/integration/) and the deployment tests (tests/deployment/).
 .PHONY: test-unit
 test-unit: setup
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest tests/unit
 
 # A bounded soak of the local server (loopback, its own ports): SOAK_SECONDS of high load with a share
 # of bad requests after a 20 s warm-up; exits 1 when an accepted request goes unanswered, memory or
@@ -78,7 +79,7 @@ clean:
 
 # A Docker engine (dockerd started when none answers), Compose v2 and the CPU stand-ins for NVIDIA's
 # base images (docker/stand-in/), so that docker-compose.yml runs here; seconds once they exist.
-# `make containers-stop` stops the dockerd it started. The container tests (tests/test_containers.py)
+# `make containers-stop` stops the dockerd it started. The container tests (tests/deployment/test_containers.py)
 # run when these can be had, and are skipped with the reason otherwise.
 .PHONY: containers containers-stop
 containers: setup

@@ -22,7 +22,7 @@ start): the health call gets at most `--health-timeout`, the first canary
 `--canary-timeout` is left. `--canary-timeout` must cover the longest a canary
 can legitimately take on a saturated server: the queue timeouts of the three
 ensemble steps (default_queue_policy in their config.pbtxt) plus one execution
-ahead of it in each step. tests/test_deploy.py derives that from the configs and
+ahead of it in each step. tests/deployment/test_healthcheck.py derives that from the configs and
 checks every probe against it.
 
 The canary itself (one text, its answer checked) is emotion_triton/serving/canary.py, the local
@@ -44,7 +44,7 @@ except ImportError:  # the serving image: canary.py next to this file (docker/tr
     from canary import DEFAULT_MODEL, DEFAULT_URL, Unhealthy, check_health, infer
 
 # Without options one canary gets 13 s: more than it can take on a saturated server with the
-# production configs, 3 queue timeouts (2 + 4 + 2 s) + 3 executions (tests/test_deploy.py checks it).
+# production configs, 3 queue timeouts (2 + 4 + 2 s) + 3 executions (tests/deployment/test_healthcheck.py checks it).
 DEFAULT_TIMEOUT = 15.0
 DEFAULT_HEALTH_TIMEOUT = 2.0
 

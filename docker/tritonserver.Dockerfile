@@ -6,7 +6,7 @@
 #   docker build -f docker/tritonserver.Dockerfile --build-arg NGC_RELEASE=25.10 -t emotion-triton/tritonserver:local .
 #
 # NGC_RELEASE has no default on purpose: its one pinned value is x-ngc-release in
-# docker-compose.yml, shared with docker/build.Dockerfile (tests/test_deploy.py checks both).
+# docker-compose.yml, shared with docker/build.Dockerfile (tests/deployment/test_compose.py checks both).
 ARG NGC_RELEASE
 FROM nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3
 

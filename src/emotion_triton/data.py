@@ -23,8 +23,9 @@ from .paths import SHARED_DIR
 # from them is interchangeable with one trained from the Hub.
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 # The emotion data's train and validation splits on the development machines, beside the checkout:
-# the default of every command that reads labelled texts (the offline preset, evaluation, benchmark, load test).
-EMOTION_DATA_DIR = SHARED_DIR / "data" / "emotion"
+# the default of every command that reads labelled texts (the offline preset, evaluation, benchmark, load test);
+# $EMOTION_TRITON_DATA names another folder of the same layout.
+EMOTION_DATA_DIR = Path(os.environ.get("EMOTION_TRITON_DATA") or SHARED_DIR / "data" / "emotion")
 EMOTION_VALIDATION_FILE = EMOTION_DATA_DIR / "validation.txt"
 SPLITS = ("train", "validation", "test")
 SUFFIXES = (".txt", ".csv", ".jsonl", ".json")

@@ -123,11 +123,12 @@ def test_probes_outlast_the_worst_case_of_a_saturated_server(compose, cpu_compos
         probes.append(
             (label, healthcheck_argv(test[1:]), seconds(service["healthcheck"]["timeout"]), config_name, False)
         )
-    assert "--model-config-name" not in flags(container_command(triton_container.get("env"))[1:])
+    kubernetes_config = flags(container_command(triton_container.get("env"))[1:])["--model-config-name"]
+    assert kubernetes_config == "gpu", "Kubernetes serves the production configs (and the served version's pins)"
     for probe, liveness in (("readinessProbe", False), ("livenessProbe", True)):
         settings = triton_container[probe]
         argv = healthcheck_argv(settings["exec"]["command"])
-        probes.append((f"deployment.yaml {probe}", argv, settings["timeoutSeconds"], None, liveness))
+        probes.append((f"deployment.yaml {probe}", argv, settings["timeoutSeconds"], kubernetes_config, liveness))
     # By hand (docs/deploy.md): `python3 healthcheck.py` without options, on the GPU configs.
     probes.append(("healthcheck.py defaults", [], float("inf"), None, False))
 

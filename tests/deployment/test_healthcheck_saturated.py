@@ -1,6 +1,6 @@
 """The container's healthcheck against a real saturated tritonserver.
 
-tests/test_deploy.py shows by arithmetic that every probe's timeout outlasts the slowest answer of a
+tests/deployment/test_healthcheck.py shows by arithmetic that every probe's timeout outlasts the slowest answer of a
 saturated server. Here the CPU deployment's healthcheck (docker-compose.cpu.yml, with the configuration the
 CPU container loads: configs/onnx.pbtxt, run rows one at a time) runs as docker runs it, a python3
 process, against the local tritonserver serving the same configurations while its classifier queue is

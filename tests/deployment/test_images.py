@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from emotion_triton.commands import serve
-from emotion_triton.repository import DEFAULT_REPOSITORY, Ensemble
+from emotion_triton.repository import DEFAULT_REPOSITORY, VARIANTS, Ensemble
 from emotion_triton.serving import local_server as server
 from emotion_triton.serving import tritonserver_flags
 from emotion_triton.serving.tritonserver_flags import DEVICE_VARIABLE
@@ -52,9 +52,8 @@ from tests.helpers.images import (
 ALLOWED_MODEL_IMPORTS = {"numpy", "torch", "tokenizers", "onnxruntime", "triton_python_backend_utils"}
 
 
-# Flags only the local server has (CPU configs, the wheel's backends, loopback).
+# Flags only the local server has (the wheel's backends, loopback).
 LOCAL_ONLY = {
-    "--model-config-name",
     "--backend-directory",
     "--http-address",
     "--grpc-address",
@@ -71,6 +70,7 @@ PER_DEPLOYMENT = {
     "--metrics-port",
     "--allow-gpu-metrics",
     "--load-model",
+    "--model-config-name",  # the device's: the production configs on a GPU, a CPU variant elsewhere
 }
 
 
@@ -86,7 +86,8 @@ def test_the_image_command_is_the_one_definition_of_the_flags(compose, cpu_compo
     # test_compose_and_kubernetes_run_the_same_containers.
     assert device(compose["services"]["tritonserver"]["environment"]) == "gpu"
     assert third_party_imports(FLAGS_MODULE) == set(), "standard library only: the image's python3 runs it"
-    assert "--model-config-name" not in flags(container_command()[1:]), "the production (GPU) configs"
+    production = VARIANTS["production"].config_name  # the production configs and the served version's pins
+    assert flags(container_command()[1:])["--model-config-name"] == production
 
 
 def run_image_command(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -287,14 +288,19 @@ def test_build_entrypoint_builds_only_a_repository_without_a_model(tmp_path, tem
         at.parent.mkdir(parents=True)
         at.write_text("built")
     skipped = run_build_entrypoint(tmp_path, repository, template, BUILD_MODE="finetune")
-    assert skipped.returncode == 0 and "nothing to do" in skipped.stdout and "python " not in skipped.stdout
+    assert skipped.returncode == 0 and "nothing to do" in skipped.stdout and "build.py" not in skipped.stdout
+    # Even then the derived configs are written: tritonserver loads them by --model-config-name.
+    assert skipped.stdout.startswith(f"python -m emotion_triton.repository --repository {repository}\n")
     # A new version while a server serves: built anyway, on the mounted data (BUILD_DATA_DIR).
     new = run_build_entrypoint(tmp_path, repository, template, BUILD_NEW_VERSION="1", BUILD_DATA_MOUNT="/data")
     assert f"--repository {repository} --data /data" in new.stdout, new.stdout
     rollback = run_build_entrypoint(tmp_path, repository, template, BUILD_MODE="rollback")
     assert f"python -m emotion_triton.commands.rollout --rollback --repository {repository}" in rollback.stdout
     rollout = run_build_entrypoint(tmp_path, repository, template, BUILD_MODE="rollout")
-    assert rollout.stdout.strip() == f"python -m emotion_triton.commands.rollout --repository {repository}"
+    assert (
+        rollout.stdout.strip().splitlines()[-1]
+        == f"python -m emotion_triton.commands.rollout --repository {repository}"
+    )
 
     wrong = run_build_entrypoint(tmp_path, tmp_path / "other", template, BUILD_MODE="train")
     assert wrong.returncode == 2 and "BUILD_MODE" in wrong.stderr

@@ -1,6 +1,6 @@
 """`make containers` without an engine: what it says when none can be had, and when it rebuilds.
 
-The engine and the images themselves run in tests/test_containers.py; these need neither.
+The engine and the images themselves run in tests/deployment/test_containers.py; these need neither.
 """
 
 from __future__ import annotations
@@ -94,3 +94,22 @@ def test_the_stand_ins_are_tagged_as_the_project_files_name_their_base_images():
     assert images["pytorch"].tag == f"nvcr.io/nvidia/pytorch:{release}-py3"
     assert images["prometheus"].tag == stand_ins.compose_image("prometheus")
     assert all(image.base is images["debian"] for name, image in images.items() if name != "debian")
+
+
+def test_a_machine_without_debootstrap_installs_it_or_says_how(monkeypatch, tmp_path):
+    """A fresh machine of this kind has no debootstrap: as root it is installed like the engine; elsewhere one line."""
+    from emotion_lab.containers import image_builds
+
+    installed = []
+    monkeypatch.setattr(image_builds.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(image_builds, "install_packages", lambda packages, *args: installed.append(packages))
+    monkeypatch.setattr(image_builds, "run", lambda command, log: (_ for _ in ()).throw(RuntimeError("stop here")))
+    with pytest.raises(RuntimeError, match="stop here"):
+        image_builds.build_debian_base("tag", "bookworm", tmp_path / "log")
+    assert installed == [("debootstrap",)]
+    monkeypatch.setattr(engine.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(image_builds, "install_packages", engine.install_packages)
+    with pytest.raises(
+        image_builds.StandInError, match=r"^debootstrap is missing; install it \(Debian: apt-get install debootstrap\)$"
+    ):
+        image_builds.build_debian_base("tag", "bookworm", tmp_path / "log")

@@ -115,7 +115,7 @@ def stand_in_dockerfile(image_file: Path) -> Path:
 def image_user(image_file: Path, user: str | None = None) -> str:
     """uid:gid of a container of the image run as `user` (a name or uid, with or without a group), by default
     as the image's USER, else its base image's, else root. Names and groups are those the stand-in of the
-    base image creates, as NVIDIA's image does (triton-server: uid and gid 1000; tests/test_containers.py
+    base image creates, as NVIDIA's image does (triton-server: uid and gid 1000; tests/deployment/test_containers.py
     sees it in the running container)."""
     stand_in = stand_in_dockerfile(image_file)
     if user is None:

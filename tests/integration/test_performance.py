@@ -227,7 +227,7 @@ def test_benchmark_writes_json_markdown_and_plots(tmp_path, built_repository, sm
         lone_requests=8,
         int8=False,
         response_cache_mb=0,  # its own test below
-        container=False,  # tests/test_containers.py measures the phase on its deployment
+        container=False,  # tests/deployment/test_containers.py measures the phase on its deployment
     )
     results = run(options)
     written = json.loads((tmp_path / "bench" / "results.json").read_text())

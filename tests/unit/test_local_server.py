@@ -44,8 +44,9 @@ def test_no_model_offline_builds_the_offline_preset_and_says_how_long(tmp_path, 
         ensure_built(ensemble)
 
 
-def test_main_job_reports_a_missing_model_in_one_line(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def test_main_job_reports_a_model_it_cannot_build_in_one_line(tmp_path):
+    """Offline with no model, `make serve` builds the offline preset; where its data are missing it says so."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMOTION_TRITON_DATA": str(tmp_path / "no-data")}
     result = subprocess.run(
         [
             sys.executable,
@@ -66,4 +67,5 @@ def test_main_job_reports_a_missing_model_in_one_line(tmp_path):
         timeout=120,
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("error: no model in") and result.stderr.count("\n") == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no model in") and "building one failed" in last and "no-data" in last

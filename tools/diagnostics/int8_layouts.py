@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/diagnostics/int8_layouts.py runs/minilm-offline/checkpoint results/bench/repo-int8
 
-Why (docs/performance.md): the build's int8 gate measures the eager int8 model on length-sorted
+Why (lab/runs/2026-12-03-onnx): the build's int8 gate measures the eager int8 model on length-sorted
 batches of 64; through the server the same weights lost more. Dynamic int8 quantizes each Linear's
 input with one scale per forward pass, so the texts that share a pass change each other's answers.
 The second argument is a repository built with --quantize int8 (make bench writes one).

@@ -2,7 +2,7 @@
 
 Dynamic int8 quantizes the activations of a forward pass with one scale for the whole pass, so a
 text's answer depends on the texts that share the pass: measured over length-sorted batches, torch's
-int8 model.pt kept 92.90% on the MiniLM fine-tune, served it scored 92.50% (docs/performance.md).
+int8 model.pt kept 92.90% on the MiniLM fine-tune, served it scored 92.50% (lab/runs/2026-12-03-onnx).
 The gate therefore runs the file that would be installed, fed as the server feeds it, in two
 layouts, and holds the worse one to the limit: requests of `max_batch_size` texts in file order
 (what client/evaluate.py sends) and one text per request (a lone client).

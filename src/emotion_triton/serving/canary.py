@@ -6,9 +6,9 @@ little; a real inference does. One implementation for every caller: the local se
 docker/tritonserver.Dockerfile copies next to this file as /opt/emotion-triton/canary.py).
 
 Standard library only: it runs with the python3 of the Triton image, where protobuf is not
-installed, so the ensemble's names are constants here (tests/test_deploy.py checks them against
+installed, so the ensemble's names are constants here (tests/deployment/test_healthcheck.py checks them against
 model_repository/emotion/config.pbtxt), and it speaks Triton's HTTP API with urllib, where the rest
-of the package speaks it through tritonclient (serving/triton_http.py). Where the package is
+of the package speaks it through tritonclient (emotion_triton/triton_http.py). Where the package is
 installed, Unhealthy derives from the package's error root (errors.py, standard library only too).
 """
 
@@ -25,7 +25,7 @@ except ImportError:
     _ErrorRoot = Exception
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-# Names of model_repository/emotion/config.pbtxt (tests/test_deploy.py checks them).
+# Names of model_repository/emotion/config.pbtxt (tests/deployment/test_healthcheck.py checks them).
 DEFAULT_MODEL = "emotion"
 INPUT_NAME = "TEXT"
 LABEL_NAME = "LABEL"

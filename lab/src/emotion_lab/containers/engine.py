@@ -44,7 +44,7 @@ def ensure_engine(progress=print) -> str:
     if engine_answers():
         return "running"
     if not shutil.which("dockerd"):
-        _install_packages(ENGINE_PACKAGES, progress)
+        install_packages(ENGINE_PACKAGES, progress)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     progress(f"starting dockerd (log: {DOCKERD_LOG}; `make containers-stop` stops it)")
     with open(DOCKERD_LOG, "ab") as log:
@@ -126,11 +126,12 @@ def ensure_compose(progress=print) -> str:
     return ".".join(map(str, version))
 
 
-def _install_packages(packages: tuple[str, ...], progress) -> None:
+def install_packages(
+    packages: tuple[str, ...], progress, missing: str = "no container engine: dockerd", what: str = "Docker"
+) -> None:
+    """Debian's `packages`, as root; elsewhere EngineUnavailable naming what is `missing` and the command."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise EngineUnavailable(
-            f"no container engine: dockerd is missing; install Docker (Debian: apt-get install {' '.join(packages)})"
-        )
+        raise EngineUnavailable(f"{missing} is missing; install {what} (Debian: apt-get install {' '.join(packages)})")
     progress(f"installing {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .engine import STATE_DIR
+from .engine import STATE_DIR, EngineUnavailable, install_packages
 
 CONTEXTS = STATE_DIR / "stand-in-contexts"
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
@@ -62,8 +62,11 @@ def debian_mirror() -> str:
 
 def build_debian_base(tag: str, suite: str, log: Path) -> None:
     """A minimal Debian `suite` from this machine's mirror, with its extra CAs, imported as `tag`."""
-    if not shutil.which("debootstrap"):
-        raise StandInError("debootstrap is missing (Debian: apt-get install debootstrap)")
+    if not shutil.which("debootstrap"):  # a fresh machine: installed like the engine
+        try:
+            install_packages(("debootstrap",), print, "debootstrap", "it")
+        except EngineUnavailable as error:
+            raise StandInError(str(error)) from None
     with tempfile.TemporaryDirectory(prefix="stand-in-debian-") as work:
         rootfs = Path(work) / "rootfs"
         run(["debootstrap", "--variant=minbase", "--include=ca-certificates", suite, str(rootfs), debian_mirror()], log)

@@ -1,5 +1,8 @@
 """The build's and the benchmark's command lines before any model loads: a missing checkpoint, the
-Hub's defaults offline and the presets, each refused or read in one line."""
+Hub's defaults offline and the presets, each refused or read in one line.
+
+No model and no server, but the real scripts in subprocesses (build/build.py, the benchmark), each of
+which imports torch and transformers first: 10-16 s apiece here, too slow for tests/unit."""
 
 import subprocess
 import sys
