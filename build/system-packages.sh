@@ -2,7 +2,7 @@
 # The system packages the local server and the tests need, installed when missing (as root, with apt-get):
 # - libpython3.X: the Python backend stub of the pip-shipped tritonserver embeds it;
 # - cmake, g++, RapidJSON and googletest: `python -m emotion_triton.serving.native_backends` builds
-#   Triton's PyTorch and ONNX Runtime backends with them.
+#   Triton's PyTorch backend with them.
 # - chromium and chromium-driver: tests/integration/test_locust_web.py drives the load test's web page in
 #   headless Chromium (the test is skipped, with this reason, where they are missing).
 # Elsewhere it names what is missing and changes nothing: the backend builds then say the same in

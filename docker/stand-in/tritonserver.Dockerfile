@@ -3,7 +3,7 @@
 # `make containers` builds it from a context it assembles (emotion_lab.containers.stand_ins):
 #   wheels/   the nvidia-pytriton and torch wheels pinned by requirements.lock
 #   vendor/   NVIDIA's r24.10 backend sources (../shared/vendor)
-#   python/   the project's emotion_triton/paths.py and serving/native_backends.py (`make setup`'s code)
+#   python/   the project's emotion_triton/{errors,paths}.py and serving/native_backends.py (`make setup`'s code)
 ARG BASE
 
 # Stage 1: Triton's PyTorch backend for the CPU, built by the code `make setup` runs on the host,

@@ -16,7 +16,16 @@ import psutil
 import pytest
 
 from emotion_triton.serving.local_server import SHM_PREFIX
-from emotion_triton.serving.preflight import free_port
+from emotion_triton.serving.preflight import free_ports
+
+
+def serve_command(repository: Path, *args: str) -> tuple[list[str], list[int]]:
+    """The command line of `python -m emotion_triton.commands.serve` on `repository` on three free ports
+    (HTTP, gRPC, metrics), and those ports."""
+    ports = free_ports(3)
+    command = [sys.executable, "-m", "emotion_triton.commands.serve", "--repository", str(repository)]
+    command += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+    return [*command, *args], ports
 
 
 def running(process: psutil.Process) -> bool:
@@ -30,12 +39,9 @@ class ServeProcess:
     """`python -m emotion_triton.commands.serve` in a subprocess (the serve_forever supervision), with its output."""
 
     def __init__(self, repository: Path, log_file: Path, *args: str):
-        self.ports = [free_port() for _ in range(3)]
+        command, self.ports = serve_command(repository, "--log-file", str(log_file), *args)
         self.http_url, self.grpc_url = f"127.0.0.1:{self.ports[0]}", f"127.0.0.1:{self.ports[1]}"
         self.metrics_url = f"http://127.0.0.1:{self.ports[2]}/metrics"
-        command = [sys.executable, "-m", "emotion_triton.commands.serve", "--repository", str(repository)]
-        command += ["--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1])]
-        command += ["--metrics-port", str(self.ports[2]), "--log-file", str(log_file), *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue = queue.Queue()
         self.output: list[str] = []

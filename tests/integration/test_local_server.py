@@ -4,12 +4,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from emotion_triton.serving.local_server import LocalServer, ServerOptions
 from emotion_triton.serving.preflight import ServerError, check_port_free, free_port
+from tests.helpers.serve_process import serve_command
 
 
 def options(repository, **kwargs):
@@ -53,27 +53,8 @@ def test_a_repository_built_before_model_onnx_names_the_variant_that_serves_it(t
 
 def test_main_job_serves_then_stops_cleanly_on_sigterm(built_repository, tmp_path):
     repository, _ = built_repository("bert")
-    ports = [str(free_port()) for _ in range(3)]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "emotion_triton.commands.serve",
-            "--repository",
-            str(repository),
-            "--http-port",
-            ports[0],
-            "--grpc-port",
-            ports[1],
-            "--metrics-port",
-            ports[2],
-            "--log-file",
-            str(tmp_path / "triton.log"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    command, ports = serve_command(repository, "--log-file", str(tmp_path / "triton.log"))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in process.stdout:
         lines.append(line)
@@ -86,4 +67,4 @@ def test_main_job_serves_then_stops_cleanly_on_sigterm(built_repository, tmp_pat
     assert process.returncode == 0, rest
     assert "tritonserver stopped" in rest
     for port in ports:  # free again: tritonserver is gone
-        check_port_free("127.0.0.1", int(port), "HTTP")
+        check_port_free("127.0.0.1", port, "HTTP")

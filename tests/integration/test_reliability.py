@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -24,8 +23,8 @@ from tritonclient.utils import InferenceServerException
 
 from emotion_lab.perf import soak
 from emotion_triton.serving.local_server import SHM_DIR, LocalServer, ServerOptions
-from emotion_triton.serving.preflight import ServerError, free_port
-from tests.helpers.serve_process import ServeProcess, running
+from emotion_triton.serving.preflight import ServerError
+from tests.helpers.serve_process import ServeProcess, running, serve_command
 from tests.helpers.servers import start_server
 from tests.helpers.triton_requests import (
     FAMILY,
@@ -226,23 +225,9 @@ def test_the_server_refuses_to_start_on_a_broken_model_with_a_one_line_cause(
         target.unlink()
     else:
         target.write_text('{"version": "1.0", "truncated')
-    ports = [str(free_port()) for _ in range(3)]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emotion_triton.commands.serve",
-            "--repository",
-            str(repository),
-            "--classifier",
-            classifier,
-        ]
-        + ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    command, ports = serve_command(repository, "--classifier", classifier)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 1
     expected = "is missing: build the model with" if how == "missing" else "cannot be loaded ("
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr

@@ -3,7 +3,6 @@
 import logging
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -11,6 +10,7 @@ from emotion_triton.commands.serve import ensure_built
 from emotion_triton.repository import Ensemble
 from emotion_triton.serving.local_server import ServerOptions
 from emotion_triton.serving.preflight import ServerError, free_port
+from tests.helpers.serve_process import serve_command
 from tests.helpers.servers import copy_repository
 
 
@@ -47,25 +47,8 @@ def test_no_model_offline_builds_the_offline_preset_and_says_how_long(tmp_path, 
 def test_main_job_reports_a_model_it_cannot_build_in_one_line(tmp_path):
     """Offline with no model, `make serve` builds the offline preset; where its data are missing it says so."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMOTION_TRITON_DATA": str(tmp_path / "no-data")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emotion_triton.commands.serve",
-            "--repository",
-            str(copy_repository(tmp_path / "repo")),
-            "--http-port",
-            str(free_port()),
-            "--grpc-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    command, _ = serve_command(copy_repository(tmp_path / "repo"))
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no model in") and "building one failed" in last and "no-data" in last

@@ -11,7 +11,7 @@ classifier's configs load the two newest version folders (`version_policy: lates
    serves the old one): the canary text, then the build report's validation sample, whose accuracy
    must be the eager model's within the report's tolerance;
 3. pins the new version and loads the ensemble again: the new ensemble takes the next requests,
-   the old one finishes those it has (no request lost: tests/test_rollout.py);
+   the old one finishes those it has (no request lost: tests/integration/test_rollout.py);
 4. checks that the server runs the new pin and answers the canary, then removes the versions beyond
    KEPT_VERSIONS.
 

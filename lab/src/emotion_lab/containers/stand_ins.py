@@ -30,7 +30,7 @@ LOCK = PROJECT_ROOT / "requirements.lock"
 VENDORED_TRITON = SHARED_DIR / "vendor" / "triton-r24.10"
 DEBIAN_SUITE = "bookworm"  # the Debian of this kind of machine, and its Python 3.11
 # What the backend build stage imports of the package: `make setup`'s own code, nothing more.
-BACKEND_BUILD_MODULES = ("__init__.py", "paths.py", "serving/__init__.py", "serving/native_backends.py")
+BACKEND_BUILD_MODULES = ("__init__.py", "errors.py", "paths.py", "serving/__init__.py", "serving/native_backends.py")
 PACKAGE = PROJECT_ROOT / "src" / "emotion_triton"
 
 __all__ = ["StandIn", "StandInError", "ensure_stand_ins", "stand_ins"]
