@@ -158,7 +158,8 @@ def test_cpu_override_keeps_everything_but_the_gpu_and_the_model_config(compose,
     gpu_variant = compose["services"]["build"]["environment"]["EMOTION_TRITON_CLASSIFIER"]
     cpu_variant = cpu_compose["services"]["build"]["environment"]["EMOTION_TRITON_CLASSIFIER"]
     production = parse_config(DEFAULT_REPOSITORY / "emotion_classifier" / "config.pbtxt")
-    assert (production.platform, VARIANTS[gpu_variant].served_file) == ("pytorch_libtorch", "model.pt")
+    assert gpu_variant == "production" and VARIANTS[gpu_variant].served_file == production.default_model_filename
+    assert production.platform == "pytorch_libtorch"
     assert CLASSIFIER_CONFIGS[cpu_variant] == config_name
 
     # The name selects a CPU configuration of the classifier; every model it loads runs on CPU instances only.

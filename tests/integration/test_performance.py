@@ -21,7 +21,7 @@ from emotion_lab.perf.response_cache_bench import (
     plot_response_cache,
     sweep_response_cache,
 )
-from emotion_triton.build import int8_gate, onnx_export
+from emotion_triton.build import onnx_export, precision_gate
 from emotion_triton.build.modeling import predict_logits, softmax
 from emotion_triton.build.pipeline import BuildOptions, QuantizationRefused, build
 from emotion_triton.build.torchscript_export import INT8_MIXED_BATCH_TOLERANCE
@@ -44,7 +44,7 @@ def int8_options(tmp_path, checkpoint, small_data):
 
 def test_int8_export_reports_its_accuracy_loss(tmp_path, built_repository, small_data, monkeypatch):
     _, checkpoint = built_repository("bert")
-    monkeypatch.setattr(int8_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
+    monkeypatch.setattr(precision_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
     options = int8_options(tmp_path, checkpoint, small_data)
     report = build(options, training_arguments(tmp_path / "run"))
     quantization = report["quantization"]
@@ -78,7 +78,7 @@ def test_int8_serves_with_the_exports_parity_on_both_classifiers(
     ONNX Runtime's for model.onnx); in a dynamic batch of mixed lengths they stay within the
     export's int8 bound (dynamic int8 scales activations per chunk)."""
     _, checkpoint = built_repository("distilbert")
-    monkeypatch.setattr(int8_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
+    monkeypatch.setattr(precision_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)  # a tiny random model may lose more
     options = int8_options(tmp_path, checkpoint, small_data)
     build(options, training_arguments(tmp_path / "run"))
     ensemble = Ensemble.read(options.repository)
@@ -119,14 +119,14 @@ def test_an_int8_file_that_fails_the_gate_is_installed_in_fp32_beside_one_that_p
     tmp_path, built_repository, small_data, monkeypatch
 ):
     _, checkpoint = built_repository("bert")
-    monkeypatch.setattr(int8_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)
-    gate = int8_gate.check
+    monkeypatch.setattr(precision_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", 100.0)
+    gate = precision_gate.check
 
     def torch_int8_fails(what, fp32, int8):
         verdict = gate(what, fp32, int8)
         return verdict | {"passed": False} if what == "int8 model.pt" else verdict
 
-    monkeypatch.setattr(int8_gate, "check", torch_int8_fails)
+    monkeypatch.setattr(precision_gate, "check", torch_int8_fails)
     options = int8_options(tmp_path, checkpoint, small_data)
     report = build(options, training_arguments(tmp_path / "run"))
     ensemble = Ensemble.read(options.repository)
@@ -142,7 +142,7 @@ def operators(graph) -> set[str]:
 
 def test_int8_that_loses_too_much_accuracy_is_never_installed(tmp_path, built_repository, small_data, monkeypatch):
     _, checkpoint = built_repository("bert")
-    monkeypatch.setattr(int8_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", -1.0)
+    monkeypatch.setattr(precision_gate, "MAX_INT8_ACCURACY_LOSS_POINTS", -1.0)
     options = int8_options(tmp_path, checkpoint, small_data)
     with pytest.raises(QuantizationRefused, match="nothing was installed"):
         build(options, training_arguments(tmp_path / "run"))

@@ -87,7 +87,9 @@ def all_configs() -> dict[str, object]:
 
 
 def milliseconds(microseconds: int) -> str:
-    return "0" if microseconds == 0 else f"{microseconds / 1000:g} ms"
+    if microseconds == 0:
+        return "0"
+    return f"{microseconds / 1000:g} ms" if microseconds >= 1000 else f"{microseconds} us"
 
 
 def queue_policy(config):
@@ -111,7 +113,7 @@ def server_defaults() -> dict[str, str]:
         )
     exit_timeout = one({"ServerOptions": server.exit_timeout, "TritonServerFlags": flags.exit_timeout}, "exit timeout")
     delays = {name: config.dynamic_batching.max_queue_delay_microseconds for name, config in all_configs().items()}
-    production = one({f: delays[f"{CLASSIFIER} {f}"] for f in ("config.pbtxt", CPU_TWIN)}, "window")
+    production, cpu_twin = delays[f"{CLASSIFIER} config.pbtxt"], delays[f"{CLASSIFIER} {CPU_TWIN}"]
     onnx_window = delays[f"{CLASSIFIER} {ONNX}"]
     steps = one({m: delays[m] for m in ("emotion_tokenizer", "emotion_postprocess")}, "window")
     instances = {name: list(config.instance_group) for name, config in all_configs().items() if name != ENSEMBLE.name}
@@ -143,8 +145,9 @@ def server_defaults() -> dict[str, str]:
         "address": f"`{server.host}`",
         "ports": f"HTTP {ports['http']}, gRPC {ports['grpc']}, metrics {ports['metrics']}",
         "exit timeout": f"{exit_timeout} s",
-        "batching window": f"classifier {milliseconds(production)} (`config.pbtxt`, `{CPU_TWIN}`), "
-        f"{milliseconds(onnx_window)} (`{ONNX}`); tokenizer, postprocess {milliseconds(steps)}",
+        "batching window": f"classifier {milliseconds(production)} (`config.pbtxt`, a GPU), "
+        f"{milliseconds(cpu_twin)} (`{CPU_TWIN}`), {milliseconds(onnx_window)} (`{ONNX}`); tokenizer, postprocess "
+        f"{milliseconds(steps)}",
         "instances": f"{count[0]} per model (`KIND_GPU` in the production classifier `config.pbtxt`, `KIND_CPU` "
         "everywhere else)",
         "truncation length": f"{ENSEMBLE.max_length} tokens",

@@ -40,14 +40,15 @@ def chunk_ends(
 
 
 class LengthBuckets:
-    """The policy's parameters, read from a classifier config's `parameters` ({key: string value})."""
+    """The policy's parameters, read from a classifier config's `parameters` ({key: string value});
+    `prefix` "gpu_": the ones the graph applies on a GPU."""
 
     KEYS = ("max_length_spread", "min_length_slack", "max_tokens_per_forward")
 
-    def __init__(self, parameters):
-        self.max_length_spread = float(parameters["max_length_spread"])
-        self.min_length_slack = int(parameters["min_length_slack"])
-        self.max_tokens_per_forward = int(parameters["max_tokens_per_forward"])
+    def __init__(self, parameters, prefix=""):
+        self.max_length_spread = float(parameters[prefix + "max_length_spread"])
+        self.min_length_slack = int(parameters[prefix + "min_length_slack"])
+        self.max_tokens_per_forward = int(parameters[prefix + "max_tokens_per_forward"])
 
     def ends(self, sorted_lengths):
         return chunk_ends(

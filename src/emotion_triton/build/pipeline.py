@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import platform
@@ -21,7 +22,7 @@ from ..evaluation.classification_metrics import classification_metrics, format_m
 from ..hub import HubUnavailableError, check_local_path, resolve_packaged_model
 from ..repository import DEFAULT_REPOSITORY, PROJECT_ROOT, Ensemble
 from ..repository.versions import prune, serving_server
-from . import int8_gate, onnx_export, torchscript_export
+from . import onnx_export, precision_gate, torchscript_export
 from .modeling import checkpoint_labels, load_classifier, load_tokenizer
 from .torchscript_export import STAGING_PREFIX, bucket_parameters, check_against_eager, install, trace
 from .training import MODEL_CARD_TRAINING, fine_tune, plan_training, predicted_ids, training_arguments
@@ -50,6 +51,16 @@ class BuildOptions:
             "choices": ["none", "int8"],
             "help": "int8: dynamic int8 for CPU serving (PyTorch's of the Linear layers in model.pt, ONNX "
             "Runtime's in model.onnx); a file that loses more than 0.5 points as served is installed in fp32",
+        },
+    )
+    gpu_precision: str = field(
+        default="fp16",
+        metadata={
+            "choices": ["fp16", "bf16", "fp32"],
+            "help": "precision of model_gpu.pt, the production (GPU) config's file: fp16 (the default) runs on "
+            "the tensor cores of every NVIDIA GPU since Volta, the T4 included, bf16 only from Ampere on; a half "
+            "file that changes the accuracy by more than 0.2 points or keeps under 99.5% of the fp32 export's "
+            "labels as served is installed in fp32",
         },
     )
     max_length: int = field(default=128, metadata={"help": "tokens per text; longer texts are truncated"})
@@ -182,6 +193,10 @@ def build(options: BuildOptions, training=None) -> dict:
                 )
         else:
             scripted, report["export_check"] = _checked_torchscript(model, tokenizer, texts, max_length, buckets)
+        fp32_scripted = None if int8 else scripted
+        gpu_scripted, report["gpu_file"] = _gpu_file(
+            model, tokenizer, data, texts, max_length, buckets, ensemble.max_batch_size, options, fp32_scripted
+        )
         stages.update(2)
         stages.close()
         report["export_seconds"] = round(time.perf_counter() - started, 1)
@@ -197,6 +212,7 @@ def build(options: BuildOptions, training=None) -> dict:
             report,
             confusion_png,
             onnx_file,
+            gpu_scripted,
         )
     finally:
         shutil.rmtree(onnx_folder, ignore_errors=True)
@@ -204,7 +220,7 @@ def build(options: BuildOptions, training=None) -> dict:
     classifier_dir = ensemble.version_dir(ensemble.classifier, version)
     shutil.copy2(classifier_dir / "build_report.json", work_dir / "build_report.json")
     logger.info(
-        "installed version %d: %s (model.pt, model.onnx, build_report.json) and %s",
+        "installed version %d: %s (model.pt, model_gpu.pt, model.onnx, build_report.json) and %s",
         version,
         classifier_dir,
         ensemble.version_dir(ensemble.tokenizer, version) / "tokenizer.json",
@@ -246,28 +262,28 @@ def _checked_torchscript(model, tokenizer, texts, max_length, buckets) -> tuple:
 
 def _int8_files(model, tokenizer, data, texts, max_length, ensemble, buckets, onnx_folder: Path, report: dict):
     """(model.pt to install, model.onnx to install): each int8 file that passes the gate as served
-    (int8_gate), the fp32 one in its place when it does not; QuantizationRefused when neither passes."""
+    (precision_gate), the fp32 one in its place when it does not; QuantizationRefused when neither passes."""
     import torch
 
     fp32 = report["validation"]
     request_size = ensemble.max_batch_size
 
     def served(forward):
-        return int8_gate.served_accuracy(forward, tokenizer, data, max_length, request_size)
+        return precision_gate.served_accuracy(forward, tokenizer, data, max_length, request_size)
 
     int8_onnx = onnx_export.open_session(onnx_folder / "model.onnx")
-    onnx_gate = int8_gate.check(
-        "int8 model.onnx", fp32, served(int8_gate.logits_of(onnx_export.served_forward(int8_onnx, buckets)))
+    onnx_gate = precision_gate.check(
+        "int8 model.onnx", fp32, served(precision_gate.logits_of(onnx_export.served_forward(int8_onnx, buckets)))
     )
     quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     scripted, export_check = _checked_torchscript(quantized, tokenizer, texts, max_length, buckets)
-    torch_metrics = served(int8_gate.logits_of(torchscript_export.served_forward(scripted)))
-    torch_gate = int8_gate.check("int8 model.pt", fp32, torch_metrics)
+    torch_metrics = served(precision_gate.logits_of(torchscript_export.served_forward(scripted)))
+    torch_gate = precision_gate.check("int8 model.pt", fp32, torch_metrics)
     if not (onnx_gate["passed"] or torch_gate["passed"]):
         raise QuantizationRefused(
             f"int8 model.onnx loses {onnx_gate['accuracy_loss_points']:.2f} and int8 model.pt "
             f"{torch_gate['accuracy_loss_points']:.2f} points of validation accuracy as served (limit "
-            f"{int8_gate.MAX_INT8_ACCURACY_LOSS_POINTS}); nothing was installed"
+            f"{precision_gate.MAX_INT8_ACCURACY_LOSS_POINTS}); nothing was installed"
         )
     onnx_file = onnx_folder / "model.onnx"
     for name, gate in (("model.pt", torch_gate), ("model.onnx", onnx_gate)):
@@ -287,11 +303,54 @@ def _int8_files(model, tokenizer, data, texts, max_length, ensemble, buckets, on
     report["quantization"] = {"mode": "int8 dynamic (torch.ao.quantization.quantize_dynamic, Linear layers)"}
     report["quantization"] |= torch_gate
     if torch_gate["passed"]:
+        torch_metrics = {key: value for key, value in torch_metrics.items() if key != "predicted_by_layout"}
         report["validation_fp32"], report["validation"] = fp32, torch_metrics
         report["export_check"] = export_check
     else:
         scripted, report["export_check"] = _checked_torchscript(model, tokenizer, texts, max_length, buckets)
     return scripted, onnx_file
+
+
+HALF_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def _gpu_file(model, tokenizer, data, texts, max_length, buckets, request_size, options, fp32_scripted) -> tuple:
+    """(model_gpu.pt, its report): the production (GPU) config's file, in options.gpu_precision where that
+    passes the half-precision gate (precision_gate.check_half) as served, else the fp32 export."""
+    import torch
+
+    fp32_scripted = fp32_scripted or trace(model, tokenizer, texts, max_length, buckets)
+    precision = options.gpu_precision
+    if precision == "fp32":
+        return fp32_scripted, {"precision": "fp32", "installed": "fp32"}
+    half = trace(copy.deepcopy(model).to(getattr(torch, HALF_DTYPES[precision])), tokenizer, texts, max_length, buckets)
+    report = {"precision": f"{precision} (weights and activations; logits out in fp32)"}
+    if data is None or "validation" not in data.splits:
+        logger.warning("no validation split to gate the %s model_gpu.pt on: it is installed in fp32", precision)
+        return fp32_scripted, {**report, "passed": False, "installed": "fp32", "why": "no validation split"}
+
+    def served(scripted) -> dict:
+        forward = precision_gate.logits_of(torchscript_export.served_forward(scripted))
+        return precision_gate.served_accuracy(forward, tokenizer, data, max_length, request_size)
+
+    started = time.perf_counter()
+    gate = precision_gate.check_half(f"{precision} model_gpu.pt", served(fp32_scripted), served(half))
+    gate["gate_seconds"] = round(time.perf_counter() - started, 1)
+    if not gate["passed"]:
+        logger.warning(
+            "%s model_gpu.pt keeps %.2f%% of the fp32 labels and changes the accuracy by %.2f points as served "
+            "(limits %.1f%%, %.1f points): model_gpu.pt is installed in fp32",
+            precision,
+            100 * gate["label_agreement"],
+            gate["accuracy_change_points"],
+            100 * precision_gate.MIN_HALF_LABEL_AGREEMENT,
+            precision_gate.MAX_HALF_ACCURACY_CHANGE_POINTS,
+        )
+    return (half if gate["passed"] else fp32_scripted), {
+        **report,
+        **gate,
+        "installed": precision if gate["passed"] else "fp32",
+    }
 
 
 def _load_data(source: str, label_names: list[str] | None):

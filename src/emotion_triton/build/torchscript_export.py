@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EmotionTritonError
-from ..repository import BUILD_OUTPUTS, DEFAULT_REPOSITORY, SOURCE_VERSION, Ensemble, set_parameter
+from ..repository import BUILD_OUTPUTS, DEFAULT_REPOSITORY, SOURCE_VERSION, VARIANTS, Ensemble, set_parameter
 from ..repository.versions import next_version, remove_version, versions_above_served
 
 # The length-bucketing policy: its one implementation is the classifier's own code, which TorchScript
@@ -28,6 +28,8 @@ length_buckets = Ensemble.read(DEFAULT_REPOSITORY).classifier_module("length_buc
 chunk_ends = length_buckets.chunk_ends
 
 LOGIT_TOLERANCE = 1e-4
+# The production (GPU) config's file: half precision where it passed its gate, else fp32 (pipeline.py).
+GPU_FILE = VARIANTS["production"].served_file
 # Dynamic int8 quantizes the activations of a forward pass with one scale for the whole batch, padding
 # included, so an int8 text's logits move with its batch-mates, in the eager model too: the graph must
 # equal the eager model exactly for a text alone, and within this in mixed batches (measured on the
@@ -50,11 +52,12 @@ class LogitsOnly(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.dtype = next(model.parameters()).dtype  # fp32, or a half-precision copy's fp16 / bf16
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        keep = attention_mask[:, None, None, :].to(torch.float32)
-        additive = (1.0 - keep) * torch.finfo(torch.float32).min
-        return self.model(input_ids=input_ids, attention_mask=additive).logits
+        keep = attention_mask[:, None, None, :].to(self.dtype)
+        additive = (1.0 - keep) * torch.finfo(self.dtype).min
+        return self.model(input_ids=input_ids, attention_mask=additive).logits.float()
 
 
 class RaggedClassifier(torch.nn.Module):
@@ -64,8 +67,9 @@ class RaggedClassifier(torch.nn.Module):
     masks of every request of a dynamic batch flattened and concatenated, and `row_widths`
     [rows, 1] (BATCH_ITEM_SHAPE). The graph cuts the rows apart, drops their padding, sorts
     them by length and runs them in the length buckets of the classifier's config
-    (length_buckets.chunk_ends), so short texts never pay for long ones. On a GPU one padded
-    chunk runs instead: there a forward pass costs its launches more than its padding.
+    (length_buckets.chunk_ends), so short texts never pay for long ones; on a GPU with the
+    config's gpu_* buckets (by default one padded chunk: there a forward pass costs its launches
+    more than its padding).
     `token_counts` is [rows, 2]: each row's real tokens and the tokens computed for it.
     """
 
@@ -77,6 +81,9 @@ class RaggedClassifier(torch.nn.Module):
         max_length_spread: float,
         min_length_slack: int,
         max_tokens_per_forward: int,
+        gpu_max_length_spread: float = float("inf"),
+        gpu_min_length_slack: int = 0,
+        gpu_max_tokens_per_forward: int = 1 << 40,
         cpu_only: bool = False,
     ):
         super().__init__()
@@ -86,6 +93,9 @@ class RaggedClassifier(torch.nn.Module):
         self.max_length_spread = max_length_spread
         self.min_length_slack = min_length_slack
         self.max_tokens_per_forward = max_tokens_per_forward
+        self.gpu_max_length_spread = gpu_max_length_spread
+        self.gpu_min_length_slack = gpu_min_length_slack
+        self.gpu_max_tokens_per_forward = gpu_max_tokens_per_forward
         self.cpu_only = cpu_only
 
     def forward(
@@ -111,14 +121,15 @@ class RaggedClassifier(torch.nn.Module):
         starts = torch.cumsum(lengths, 0) - lengths
         order = torch.argsort(lengths, stable=True)
         sorted_lengths: list[int] = lengths[order].tolist()
-        ends: list[int] = [rows] if rows > 0 else []
-        if not input_ids.is_cuda:
-            ends = chunk_ends(
-                sorted_lengths,
-                float(self.max_length_spread),
-                int(self.min_length_slack),
-                int(self.max_tokens_per_forward),
+        if input_ids.is_cuda:
+            spread, slack, budget = (
+                self.gpu_max_length_spread,
+                self.gpu_min_length_slack,
+                self.gpu_max_tokens_per_forward,
             )
+        else:
+            spread, slack, budget = self.max_length_spread, self.min_length_slack, self.max_tokens_per_forward
+        ends = chunk_ends(sorted_lengths, float(spread), int(slack), int(budget))
         computed = torch.zeros(rows, dtype=torch.int64, device=device)
         chunks: list[torch.Tensor] = []
         begin = 0
@@ -143,11 +154,14 @@ def _is_quantized(model: torch.nn.Module) -> bool:
 
 
 def bucket_parameters(ensemble: Ensemble) -> dict:
-    """The length buckets of the classifier's production config: RaggedClassifier's keyword arguments."""
-    buckets = length_buckets.LengthBuckets(
-        {key: value.string_value for key, value in ensemble.config(ensemble.classifier).parameters.items()}
-    )
-    return {key: getattr(buckets, key) for key in length_buckets.LengthBuckets.KEYS}
+    """The length buckets of the classifier's production config, on the CPU and (gpu_*) on a GPU:
+    RaggedClassifier's keyword arguments."""
+    parameters = {key: value.string_value for key, value in ensemble.config(ensemble.classifier).parameters.items()}
+    found = {}
+    for prefix in ("", "gpu_"):
+        buckets = length_buckets.LengthBuckets(parameters, prefix)
+        found |= {prefix + key: getattr(buckets, key) for key in length_buckets.LengthBuckets.KEYS}
+    return found
 
 
 def trace(
@@ -325,9 +339,11 @@ def install(
     report: dict,
     confusion_png: Path | None = None,
     onnx_model: Path | None = None,
+    gpu_scripted: torch.jit.ScriptModule | None = None,
 ) -> int:
-    """Installs a new version: model.pt (and model.onnx), tokenizer.json and the build report beside the
-    versions already there (repository.versions.next_version), with labels and max_length. Returns it.
+    """Installs a new version: model.pt (and model.onnx, and model_gpu.pt: the production config's file),
+    tokenizer.json and the build report beside the versions already there (repository.versions.next_version),
+    with labels and max_length. Returns it.
 
     The served version (the ensemble's pin) is left as it is. A new folder is assembled under a hidden
     name in the model's folder (Triton takes only numbered folders for versions) with a copy of the
@@ -345,14 +361,16 @@ def install(
     # here (SIGKILL, out of memory) must not leave one behind.
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
     try:
-        torch.jit.save(scripted, staging / "model.pt")
-        torch.jit.load(staging / "model.pt")  # a file that cannot load back is never installed
+        scripted_files = {"model.pt": scripted} | ({GPU_FILE: gpu_scripted} if gpu_scripted is not None else {})
+        for name, module in scripted_files.items():
+            torch.jit.save(module, staging / name)
+            torch.jit.load(staging / name)  # a file that cannot load back is never installed
         (staging / "tokenizer.json").write_text(tokenizer_json(tokenizer))
         (staging / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
         # model -> (file, its name in the version folder)
         files = {
             ensemble.classifier: [
-                (staging / "model.pt", "model.pt"),
+                *((staging / name, name) for name in scripted_files),
                 (staging / "build_report.json", "build_report.json"),
             ],
             ensemble.tokenizer: [(staging / "tokenizer.json", "tokenizer.json")],

@@ -12,7 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .model_config import BUILD_OUTPUTS, CLASSIFIER_CONFIGS, KEPT_VERSIONS, SOURCE_VERSION, Ensemble
+from .model_config import BUILD_OUTPUTS, KEPT_VERSIONS, SOURCE_VERSION, Ensemble
+from .variants import VARIANTS
 
 
 def next_version(ensemble: Ensemble) -> int:
@@ -106,9 +107,9 @@ def _container_server() -> dict | None:
     except TritonHTTPError:
         return None
     classifier = os.environ.get(CLASSIFIER_VARIABLE, "")
-    if classifier not in CLASSIFIER_CONFIGS:
+    if classifier not in VARIANTS:
         raise ValueError(
-            f"${CLASSIFIER_VARIABLE} must name the served classifier variant ({', '.join(CLASSIFIER_CONFIGS)}), not {classifier!r}"
+            f"${CLASSIFIER_VARIABLE} must name the served classifier variant ({', '.join(VARIANTS)}), not {classifier!r}"
         )
     return {"http_url": url, "admin_key": os.environ.get(ADMIN_KEY_VARIABLE, ""), "classifier": classifier}
 

@@ -19,7 +19,7 @@ from typing import Annotated, Literal, NamedTuple
 import psutil
 from tyro.conf import Suppress, arg
 
-from ..repository import CLASSIFIER_CONFIGS, DEFAULT_CLASSIFIER, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, Ensemble
+from ..repository import DEFAULT_CLASSIFIER, DEFAULT_ENSEMBLE, DEFAULT_REPOSITORY, VARIANTS, Ensemble
 from ..repository.versions import local_serving_server, server_file, write_server_file
 from . import canary
 from .native_backends import NativeBackend, torch_dir
@@ -47,7 +47,7 @@ class MemoryUsage(NamedTuple):
 
 
 # The classifier variants, for the command lines' choices.
-ClassifierName = Literal[tuple(sorted(CLASSIFIER_CONFIGS))]
+ClassifierName = Literal[tuple(sorted(VARIANTS))]
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ServerOptions:
     metrics_port: int = 8002
     classifier: ClassifierName = DEFAULT_CLASSIFIER
     """onnx: model.onnx on ONNX Runtime in a Python-backend model; libtorch: model.pt on Triton's PyTorch
-    backend (the production config on CPU instances)"""
+    backend (the production config on CPU instances); production: the production config as it is (a GPU host)"""
     exit_timeout: int = 30
     """seconds requests in flight get on shutdown"""
     ready_timeout: float = 180.0
@@ -127,7 +127,7 @@ class LocalServer:
         o = self.options
         return TritonServerFlags(
             model_repository=str(Path(o.repository).resolve()),
-            model_config_name=CLASSIFIER_CONFIGS[o.classifier],
+            model_config_name=VARIANTS[o.classifier].config_name,
             admin_key=o.admin_key,
             exit_timeout=o.exit_timeout,
             http_port=o.http_port,
@@ -149,12 +149,12 @@ class LocalServer:
     def native_backend(self) -> NativeBackend | None:
         """The native backend the selected classifier config runs on (None: the Python backend)."""
         return native_backend(
-            self.ensemble.config(self.ensemble.classifier, CLASSIFIER_CONFIGS[self.options.classifier])
+            self.ensemble.config(self.ensemble.classifier, VARIANTS[self.options.classifier].config_name)
         )
 
     def preflight(self) -> None:
-        if self.options.classifier not in CLASSIFIER_CONFIGS:
-            raise ServerError(f"unknown classifier '{self.options.classifier}': choose {', '.join(CLASSIFIER_CONFIGS)}")
+        if self.options.classifier not in VARIANTS:
+            raise ServerError(f"unknown classifier '{self.options.classifier}': choose {', '.join(VARIANTS)}")
         check_libpython()
         for what, port in (
             ("HTTP", self.options.http_port),

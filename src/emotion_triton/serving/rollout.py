@@ -59,7 +59,7 @@ class ServerControl:
 
     http_url: str  # host:port
     admin_key: str
-    classifier: str = DEFAULT_CLASSIFIER  # the classifier variant it runs (CLASSIFIER_CONFIGS)
+    classifier: str = DEFAULT_CLASSIFIER  # the classifier variant it runs (VARIANTS)
 
     @classmethod
     def serving(cls, repository: str | Path) -> ServerControl:

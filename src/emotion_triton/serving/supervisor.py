@@ -31,7 +31,7 @@ from tyro.conf import Suppress
 
 from ..command_line import parse
 from ..errors import EmotionTritonError
-from ..repository import CLASSIFIER_CONFIGS, Ensemble
+from ..repository import VARIANTS, Ensemble
 from .local_server import LocalServer, ServerOptions
 from .preflight import ServerError
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None, prepare: Callable[[Ensemble], None] | No
     try:
         print(
             f"serving ensemble '{options.ensemble}' ({', '.join(server.ensemble.labels)}), "
-            f"classifier: {options.classifier} (configs/{CLASSIFIER_CONFIGS[options.classifier]}.pbtxt)"
+            f"classifier: {options.classifier} (--model-config-name={VARIANTS[options.classifier].config_name})"
         )
         print(f"  HTTP     http://{server.http_url}")
         print(f"  gRPC     {server.grpc_url}")

@@ -1,11 +1,14 @@
-"""The int8 gate: an int8 file is installed only where it keeps the fp32 accuracy as it is served.
+"""The precision gates: an int8 or half-precision file is installed only where it keeps the fp32
+accuracy as it is served; a file that fails is installed in fp32 instead.
 
 Dynamic int8 quantizes the activations of a forward pass with one scale for the whole pass, so a
 text's answer depends on the texts that share the pass: measured over length-sorted batches, torch's
 int8 model.pt kept 92.90% on the MiniLM fine-tune, served it scored 92.50% (lab/runs/2026-12-03-onnx).
 The gate therefore runs the file that would be installed, fed as the server feeds it, in two
 layouts, and holds the worse one to the limit: requests of `max_batch_size` texts in file order
-(what client/evaluate.py sends) and one text per request (a lone client).
+(what client/evaluate.py sends) and one text per request (a lone client). A half-precision file
+(the GPU's model_gpu.pt) is held to the fp32 export in the same layouts, on its accuracy and on how
+many labels it changes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 # The most validation accuracy (in percentage points) an int8 file may lose against fp32.
 MAX_INT8_ACCURACY_LOSS_POINTS = 0.5
+# A half-precision file: at most this many points of accuracy away from the fp32 export, and at least
+# this share of the fp32 export's labels kept, in the worse layout (issue 30; measured in docs/performance.md).
+MAX_HALF_ACCURACY_CHANGE_POINTS = 0.2
+MIN_HALF_LABEL_AGREEMENT = 0.995
 
 # forward(tokenized requests) -> logits [texts, labels] of one dynamic batch, as the server runs it.
 BatchForward = Callable[[list[dict]], np.ndarray]
@@ -42,9 +49,9 @@ def served_layouts(count: int, request_size: int) -> dict[str, list[list[int]]]:
 
 
 def served_accuracy(forward: BatchForward, tokenizer, data, max_length: int, request_size: int) -> dict:
-    """Validation metrics of the worse layout, with every layout's accuracy."""
+    """Validation metrics of the worse layout, with every layout's accuracy and predictions."""
     texts, truth = data.splits["validation"].texts, data.ids("validation")
-    measured = {}
+    measured, predictions = {}, {}
     for layout, requests in served_layouts(len(texts), request_size).items():
         predicted = np.zeros(len(texts), dtype=np.int64)
         for request in requests:
@@ -53,8 +60,14 @@ def served_accuracy(forward: BatchForward, tokenizer, data, max_length: int, req
             )
             predicted[request] = forward([encoded]).argmax(axis=1)
         measured[layout] = classification_metrics(truth, predicted.tolist(), data.label_names)
+        predictions[layout] = predicted.tolist()
     worst = min(measured, key=lambda layout: measured[layout]["accuracy"])
-    return {**measured[worst], "layout": worst, "accuracy_by_layout": {k: v["accuracy"] for k, v in measured.items()}}
+    return {
+        **measured[worst],
+        "layout": worst,
+        "accuracy_by_layout": {k: v["accuracy"] for k, v in measured.items()},
+        "predicted_by_layout": predictions,
+    }
 
 
 def check(what: str, fp32: dict, int8: dict) -> dict:
@@ -77,5 +90,39 @@ def check(what: str, fp32: dict, int8: dict) -> dict:
         "int8_accuracy_by_layout": int8["accuracy_by_layout"],
         "accuracy_loss_points": round(loss, 3),
         "limit_points": MAX_INT8_ACCURACY_LOSS_POINTS,
+        "passed": passed,
+    }
+
+
+def check_half(what: str, fp32: dict, half: dict) -> dict:
+    """The gate's verdict on a half-precision file: `fp32` and `half` are served_accuracy of the fp32
+    export and of the half file. Both limits hold in every layout."""
+    by_layout = {}
+    for layout, predicted in half["predicted_by_layout"].items():
+        reference = fp32["predicted_by_layout"][layout]
+        agreement = sum(a == b for a, b in zip(predicted, reference, strict=True)) / len(reference)
+        change = 100 * (half["accuracy_by_layout"][layout] - fp32["accuracy_by_layout"][layout])
+        by_layout[layout] = {"label_agreement": round(agreement, 5), "accuracy_change_points": round(change, 3)}
+    agreement = min(entry["label_agreement"] for entry in by_layout.values())
+    change = max((entry["accuracy_change_points"] for entry in by_layout.values()), key=abs)
+    passed = agreement >= MIN_HALF_LABEL_AGREEMENT and abs(change) <= MAX_HALF_ACCURACY_CHANGE_POINTS
+    logger.info(
+        "%s: validation accuracy %.4f as served (fp32 export %.4f), %.2f%% of its labels kept: %s",
+        what,
+        half["accuracy"],
+        fp32["accuracy"],
+        100 * agreement,
+        "passed" if passed else "failed the gate",
+    )
+    return {
+        "fp32_accuracy": fp32["accuracy"],
+        "half_accuracy": half["accuracy"],
+        "half_layout": half["layout"],
+        "half_accuracy_by_layout": half["accuracy_by_layout"],
+        "by_layout": by_layout,
+        "label_agreement": agreement,
+        "accuracy_change_points": change,
+        "limit_points": MAX_HALF_ACCURACY_CHANGE_POINTS,
+        "min_label_agreement": MIN_HALF_LABEL_AGREEMENT,
         "passed": passed,
     }
