@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-HTTP_PORT ?= 8000
-GRPC_PORT ?= 8001
-METRICS_PORT ?= 8002
+# The local server's ports (default: the serving layer's, HTTP 8000, gRPC 8001, metrics 8002).
+HTTP_PORT ?=
+GRPC_PORT ?=
+METRICS_PORT ?=
 # The classifier variant of the local server (emotion_triton.repository.variants): onnx (model.onnx on
 # ONNX Runtime in a Python-backend model, the default) or libtorch (the production config on CPU instances).
 CLASSIFIER ?=
@@ -35,7 +36,7 @@ $(STAMP): requirements.lock pyproject.toml lab/pyproject.toml
 	touch $(STAMP)
 
 serve: setup
-	$(BIN)/python -m emotion_triton.commands.serve $(if $(CLASSIFIER),--classifier $(CLASSIFIER)) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --response-cache-mb $(RESPONSE_CACHE_MB)
+	$(BIN)/python -m emotion_triton.commands.serve $(if $(CLASSIFIER),--classifier $(CLASSIFIER)) $(if $(HTTP_PORT),--http-port $(HTTP_PORT)) $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT)) $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT)) --response-cache-mb $(RESPONSE_CACHE_MB)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -85,7 +85,10 @@ def built_repository(tmp_path_factory, tiny_base, small_data):
         if family not in built:
             root = tmp_path_factory.mktemp(f"built-{family}")
             repository = copy_repository(root / "model_repository")
-            options = BuildOptions(base_model=str(tiny_base(family)), data=str(small_data), repository=repository)
+            # The GPU file in fp32: its half-precision gate has tests of its own (test_half_precision.py).
+            options = BuildOptions(
+                base_model=str(tiny_base(family)), data=str(small_data), repository=repository, gpu_precision="fp32"
+            )
             recipe = {"max_steps": 4, "per_device_train_batch_size": 16, "learning_rate": 1e-3, "num_train_epochs": 1}
             build(options, training_arguments(root / "run", **recipe))
             built[family] = (repository, root / "run" / "checkpoint")

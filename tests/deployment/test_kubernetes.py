@@ -275,4 +275,4 @@ def test_autoscaling_target_sits_above_the_classifiers_batching_window():
     ensemble = Ensemble.read()
     window_us = ensemble.config(ensemble.classifier).dynamic_batching.max_queue_delay_microseconds
     (metric,) = k8s_object("HorizontalPodAutoscaler")["spec"]["metrics"]
-    assert int(metric["pods"]["target"]["averageValue"]) == 5 * window_us
+    assert int(metric["pods"]["target"]["averageValue"]) >= 10 * window_us

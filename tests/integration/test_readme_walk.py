@@ -97,12 +97,20 @@ def test_the_readme_commands_find_each_others_files(checkout, tiny_base):
         assert re.search(
             rf"parity with the eager model {re.escape(str(checkpoint))} .*labels agree 100.00%.*: OK", evaluate.stdout
         )
+        # The same build while `make serve` serves: a new version, rolled out through the server; then
+        # `make rollback` serves the first again. Neither writes a tracked file.
+        rebuilt = run([*build, "--base_model", str(tiny_base("bert")), "--max_steps", "4"], checkout, env)
+        assert "version 2 serves (was 1)" in rebuilt.stdout + rebuilt.stderr, rebuilt.stdout[-1000:]
+        rollback = run(make_recipe("rollback"), checkout, env)
+        assert "version 1 serves again (was 2)" in rollback.stdout + rollback.stderr, rollback.stdout[-1000:]
     finally:
         server.terminate()
         server.wait(60)
     assert not _answers(ports["HTTP_PORT"])
-    # The build's run folder, the installed model and its reports, caches: nothing git shows.
+    # The build's run folder, the installed models and their reports, the repository's state and derived
+    # configs, caches: nothing git shows, and no tracked file changed.
     assert git_status(checkout) == []
+    assert subprocess.run(["git", "diff", "--stat"], cwd=checkout, capture_output=True, text=True).stdout == ""
 
 
 def _answers(port: str) -> bool:

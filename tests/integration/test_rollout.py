@@ -16,7 +16,7 @@ from emotion_triton.build.training import training_arguments
 from emotion_triton.client import EmotionClient
 from emotion_triton.repository import Ensemble
 from emotion_triton.repository.versions import serving_server
-from emotion_triton.serving.rollout import RolloutRefused, roll_back, roll_out
+from emotion_triton.serving.rollout import RolloutRefused, ServerControl, roll_back, roll_out
 from tests.helpers.rollout import (
     CLIENTS,
     PROBES,
@@ -141,3 +141,30 @@ def test_broken_versions_are_refused_while_the_old_one_keeps_answering(versioned
     print(
         f"\n{len(load.answers)} requests during the two refused roll-outs, none failed, all answered by version {served}"
     )
+
+
+def test_a_restarted_server_serves_the_rolled_out_version_and_the_tracked_configs_stay_as_they_are(
+    built_repository, tmp_path
+):
+    """Which version serves is repository state (never a rewrite of a tracked config): a server started
+    again after a roll-out loads the ensemble pinned to the rolled-out version."""
+    source, _ = built_repository("distilbert")
+    repository = shutil.copytree(source, tmp_path / "model_repository")
+    ensemble = Ensemble.read(repository)
+    tracked = {path: path.read_text() for path in repository.glob("*/config.pbtxt")}
+    server = start_server(repository, tmp_path)
+    try:
+        version = install_copy(ensemble)
+        assert roll_out(repository) == (1, version)
+    finally:
+        server.stop()
+    assert serving_server(repository) is None, "the stopped server's file is gone"
+    server = start_server(repository, tmp_path)
+    try:
+        pins = ServerControl(server.http_url, server.options.admin_key).pins(ensemble.name)
+        assert {pins[model] for model in ensemble.versioned} == {version}
+        with EmotionClient(server.grpc_url) as client:
+            assert client.classify(["i feel wonderful today"])[0].label in ensemble.labels
+    finally:
+        server.stop()
+    assert {path: path.read_text() for path in repository.glob("*/config.pbtxt")} == tracked

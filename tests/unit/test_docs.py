@@ -66,11 +66,6 @@ def table(path: Path, heading: str) -> dict[str, list[str]]:
     return {row[0]: row[1:] for row in rows}
 
 
-def makefile_default(name: str) -> str:
-    (value,) = re.findall(rf"^{name} \?= *(\S*)$", (PROJECT / "Makefile").read_text(), re.MULTILINE)
-    return value
-
-
 def classifier_config(file: str):
     return ENSEMBLE.config(CLASSIFIER, CLASSIFIER_FILES[file])
 
@@ -100,17 +95,7 @@ def queue_policy(config):
 def server_defaults() -> dict[str, str]:
     server, flags, supervision = ServerOptions(), TritonServerFlags(), Supervision()
     assert server.classifier == DEFAULT_CLASSIFIER
-    ports = {}
-    for name in ("http", "grpc", "metrics"):
-        makefile = int(makefile_default(f"{name.upper()}_PORT"))
-        ports[name] = one(
-            {
-                "Makefile": makefile,
-                "ServerOptions": getattr(server, f"{name}_port"),
-                "flags": getattr(flags, f"{name}_port"),
-            },
-            f"{name} port",
-        )
+    ports = {name: getattr(server, f"{name}_port") for name in ("http", "grpc", "metrics")}
     exit_timeout = one({"ServerOptions": server.exit_timeout, "TritonServerFlags": flags.exit_timeout}, "exit timeout")
     delays = {name: config.dynamic_batching.max_queue_delay_microseconds for name, config in all_configs().items()}
     production, cpu_twin = delays[f"{CLASSIFIER} config.pbtxt"], delays[f"{CLASSIFIER} {CPU_TWIN}"]

@@ -152,7 +152,7 @@ def build(options: BuildOptions, training=None) -> dict:
 
     report["labels"] = label_names
     report["max_length"] = max_length
-    confusion_png = None
+    confusion_png, fp32_ids = None, None
     if data is not None:
         report["data"] = {
             "source": data.source,
@@ -195,7 +195,16 @@ def build(options: BuildOptions, training=None) -> dict:
             scripted, report["export_check"] = _checked_torchscript(model, tokenizer, texts, max_length, buckets)
         fp32_scripted = None if int8 else scripted
         gpu_scripted, report["gpu_file"] = _gpu_file(
-            model, tokenizer, data, texts, max_length, buckets, ensemble.max_batch_size, options, fp32_scripted
+            model,
+            tokenizer,
+            data,
+            texts,
+            max_length,
+            buckets,
+            ensemble.max_batch_size,
+            options,
+            fp32_scripted,
+            fp32_ids,
         )
         stages.update(2)
         stages.close()
@@ -314,7 +323,9 @@ def _int8_files(model, tokenizer, data, texts, max_length, ensemble, buckets, on
 HALF_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
-def _gpu_file(model, tokenizer, data, texts, max_length, buckets, request_size, options, fp32_scripted) -> tuple:
+def _gpu_file(
+    model, tokenizer, data, texts, max_length, buckets, request_size, options, fp32_scripted, fp32_ids
+) -> tuple:
     """(model_gpu.pt, its report): the production (GPU) config's file, in options.gpu_precision where that
     passes the half-precision gate (precision_gate.check_half) as served, else the fp32 export."""
     import torch
@@ -333,8 +344,10 @@ def _gpu_file(model, tokenizer, data, texts, max_length, buckets, request_size, 
         forward = precision_gate.logits_of(torchscript_export.served_forward(scripted))
         return precision_gate.served_accuracy(forward, tokenizer, data, max_length, request_size)
 
+    report_fp32 = classification_metrics(data.ids("validation"), fp32_ids, data.label_names)
+
     started = time.perf_counter()
-    gate = precision_gate.check_half(f"{precision} model_gpu.pt", served(fp32_scripted), served(half))
+    gate = precision_gate.check_half(f"{precision} model_gpu.pt", report_fp32, fp32_ids, served(half))
     gate["gate_seconds"] = round(time.perf_counter() - started, 1)
     if not gate["passed"]:
         logger.warning(

@@ -60,9 +60,9 @@ class ServerOptions:
     """the ensemble model to serve"""
     host: str = "127.0.0.1"
     """address to bind"""
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+    http_port: int = TritonServerFlags.http_port
+    grpc_port: int = TritonServerFlags.grpc_port
+    metrics_port: int = TritonServerFlags.metrics_port
     classifier: ClassifierName = DEFAULT_CLASSIFIER
     """onnx: model.onnx on ONNX Runtime in a Python-backend model; libtorch: model.pt on Triton's PyTorch
     backend (the production config on CPU instances); production: the production config as it is (a GPU host)"""

@@ -10,8 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emotion_triton.errors import EmotionTritonError
 
-class ComposeError(RuntimeError):
+
+class ComposeError(EmotionTritonError, RuntimeError):
     """A `docker compose` command failed: the command and the end of its output."""
 
 

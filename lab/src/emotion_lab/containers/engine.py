@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from emotion_triton.errors import EmotionTritonError
+
 STATE_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "emotion-triton"
 DOCKERD_PID = STATE_DIR / "dockerd.pid"
 DOCKERD_LOG = STATE_DIR / "dockerd.log"
@@ -26,7 +28,7 @@ ENGINE_START_TIMEOUT = 60.0
 COMPOSE_MINIMUM = (2, 24)
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(EmotionTritonError, RuntimeError):
     """One line: why no container engine can run here, and what would make one."""
 
 

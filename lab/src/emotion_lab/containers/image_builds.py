@@ -10,6 +10,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from emotion_triton.errors import EmotionTritonError
+
 from .engine import STATE_DIR, EngineUnavailable, install_packages
 
 CONTEXTS = STATE_DIR / "stand-in-contexts"
@@ -20,7 +22,7 @@ DEBIAN_FALLBACK_MIRROR = "http://deb.debian.org/debian"
 EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 
-class StandInError(RuntimeError):
+class StandInError(EmotionTritonError, RuntimeError):
     """One line: which stand-in could not be built, why, and where the log is."""
 
 
