@@ -166,7 +166,8 @@ def limits() -> dict[str, str]:
     queues = {name: queue_policy(config) for name, config in all_configs().items() if name != ENSEMBLE.name}
     steps = ("emotion_tokenizer", "emotion_postprocess")
     step_queue = one({m: queues[m].max_queue_size for m in steps}, "queue size")
-    classifier_queue = one({f: queues[f"{CLASSIFIER} {f}"].max_queue_size for f in CLASSIFIER_FILES}, "queue")
+    classifier_queue = one({f: queues[f"{CLASSIFIER} {f}"].max_queue_size for f in ("config.pbtxt", CPU_TWIN)}, "queue")
+    onnx_queue = queues[f"{CLASSIFIER} {ONNX}"].max_queue_size
     step_timeout = one({m: queues[m].default_timeout_microseconds for m in steps}, "queue timeout")
     classifier_timeout = one(
         {f: queues[f"{CLASSIFIER} {f}"].default_timeout_microseconds for f in CLASSIFIER_FILES}, "queue timeout"
@@ -175,8 +176,8 @@ def limits() -> dict[str, str]:
         "texts per request": f"{batch} (`max_batch_size`, every `config.pbtxt`)",
         "bytes per text": f"{text_bytes // 1024} KiB (`max_text_bytes`, `emotion_tokenizer/config.pbtxt`); longer "
         f"token sequences are truncated to `max_length` ({ENSEMBLE.max_length})",
-        "queued requests": f"tokenizer, postprocess {step_queue}; classifier {classifier_queue}, every variant "
-        "(`max_queue_size`)",
+        "queued requests": f"tokenizer, postprocess {step_queue}; classifier {classifier_queue} (`config.pbtxt`, "
+        f"`{CPU_TWIN}`), {onnx_queue} (`{ONNX}`) (`max_queue_size`)",
         "time in a queue": f"tokenizer, postprocess {step_timeout / 1e6:g} s; classifier {classifier_timeout / 1e6:g} s, "
         "every variant (`default_timeout_microseconds`)",
     }

@@ -21,6 +21,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 ModelConfig = model_config_pb2.ModelConfig
+CPU_MAX_QUEUE_SIZE = 128
 
 
 def _set_parameters(config: ModelConfig, drop: tuple[str, ...] = (), **values: str) -> None:
@@ -66,6 +67,11 @@ def _on_onnx_runtime(config: ModelConfig) -> None:
     # No window: a lone request never waits; under load requests pile up while both instances work.
     del batching.preferred_batch_size[:]
     batching.max_queue_delay_microseconds = 0
+    # At most 128 queued requests (2x a load of 64 concurrent clients, never refused): two CPU cores drain
+    # a deep queue slowly, so beyond it a request is refused at once instead of waiting, and a stop under
+    # load has less to cancel (the CPU container's stop test, docs/deploy.md "Stopping under load").
+    policy = batching.default_queue_policy
+    policy.max_queue_size = min(policy.max_queue_size, CPU_MAX_QUEUE_SIZE)
     for group in config.instance_group:
         group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
 
