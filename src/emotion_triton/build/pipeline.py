@@ -278,7 +278,8 @@ def _int8_files(model, tokenizer, data, texts, max_length, ensemble, buckets, on
     request_size = ensemble.max_batch_size
 
     def served(forward):
-        return precision_gate.served_accuracy(forward, tokenizer, data, max_length, request_size)
+        predictions = precision_gate.served_predictions(forward, tokenizer, data, max_length, request_size)
+        return precision_gate.served_accuracy(predictions, data)
 
     int8_onnx = onnx_export.open_session(onnx_folder / "model.onnx")
     onnx_gate = precision_gate.check(
@@ -312,7 +313,6 @@ def _int8_files(model, tokenizer, data, texts, max_length, ensemble, buckets, on
     report["quantization"] = {"mode": "int8 dynamic (torch.ao.quantization.quantize_dynamic, Linear layers)"}
     report["quantization"] |= torch_gate
     if torch_gate["passed"]:
-        torch_metrics = {key: value for key, value in torch_metrics.items() if key != "predicted_by_layout"}
         report["validation_fp32"], report["validation"] = fp32, torch_metrics
         report["export_check"] = export_check
     else:
@@ -340,14 +340,11 @@ def _gpu_file(
         logger.warning("no validation split to gate the %s model_gpu.pt on: it is installed in fp32", precision)
         return fp32_scripted, {**report, "passed": False, "installed": "fp32", "why": "no validation split"}
 
-    def served(scripted) -> dict:
-        forward = precision_gate.logits_of(torchscript_export.served_forward(scripted))
-        return precision_gate.served_accuracy(forward, tokenizer, data, max_length, request_size)
-
-    report_fp32 = classification_metrics(data.ids("validation"), fp32_ids, data.label_names)
-
     started = time.perf_counter()
-    gate = precision_gate.check_half(f"{precision} model_gpu.pt", report_fp32, fp32_ids, served(half))
+    forward = precision_gate.logits_of(torchscript_export.served_forward(half))
+    half_predictions = precision_gate.served_predictions(forward, tokenizer, data, max_length, request_size)
+    report_fp32 = classification_metrics(data.ids("validation"), fp32_ids, data.label_names)
+    gate = precision_gate.check_half(f"{precision} model_gpu.pt", report_fp32, fp32_ids, half_predictions, data)
     gate["gate_seconds"] = round(time.perf_counter() - started, 1)
     if not gate["passed"]:
         logger.warning(

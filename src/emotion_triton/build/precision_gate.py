@@ -48,10 +48,10 @@ def served_layouts(count: int, request_size: int) -> dict[str, list[list[int]]]:
     }
 
 
-def served_accuracy(forward: BatchForward, tokenizer, data, max_length: int, request_size: int) -> dict:
-    """Validation metrics of the worse layout, with every layout's accuracy and predictions."""
-    texts, truth = data.splits["validation"].texts, data.ids("validation")
-    measured, predictions = {}, {}
+def served_predictions(forward: BatchForward, tokenizer, data, max_length: int, request_size: int) -> dict:
+    """layout -> the label ids a file gives the validation texts, fed as the server feeds it."""
+    texts = data.splits["validation"].texts
+    predictions = {}
     for layout, requests in served_layouts(len(texts), request_size).items():
         predicted = np.zeros(len(texts), dtype=np.int64)
         for request in requests:
@@ -59,15 +59,18 @@ def served_accuracy(forward: BatchForward, tokenizer, data, max_length: int, req
                 [texts[i] for i in request], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
             )
             predicted[request] = forward([encoded]).argmax(axis=1)
-        measured[layout] = classification_metrics(truth, predicted.tolist(), data.label_names)
         predictions[layout] = predicted.tolist()
-    worst = min(measured, key=lambda layout: measured[layout]["accuracy"])
-    return {
-        **measured[worst],
-        "layout": worst,
-        "accuracy_by_layout": {k: v["accuracy"] for k, v in measured.items()},
-        "predicted_by_layout": predictions,
+    return predictions
+
+
+def served_accuracy(predictions: dict, data) -> dict:
+    """Validation metrics of the worse layout of `predictions` (served_predictions), with every layout's accuracy."""
+    truth = data.ids("validation")
+    measured = {
+        layout: classification_metrics(truth, predicted, data.label_names) for layout, predicted in predictions.items()
     }
+    worst = min(measured, key=lambda layout: measured[layout]["accuracy"])
+    return {**measured[worst], "layout": worst, "accuracy_by_layout": {k: v["accuracy"] for k, v in measured.items()}}
 
 
 def check(what: str, fp32: dict, int8: dict) -> dict:
@@ -94,13 +97,14 @@ def check(what: str, fp32: dict, int8: dict) -> dict:
     }
 
 
-def check_half(what: str, fp32: dict, fp32_predicted: list[int], half: dict) -> dict:
-    """The gate's verdict on a half-precision file: `half` is its served_accuracy; `fp32` the fp32
+def check_half(what: str, fp32: dict, fp32_predicted: list[int], half_predictions: dict, data) -> dict:
+    """The gate's verdict on a half-precision file: `half_predictions` its served_predictions; `fp32` the fp32
     validation metrics and `fp32_predicted` their labels. The fp32 export equals the eager fp32 model
     within 1e-4 in every layout (its export check), so these are the export's as served, at no extra
     pass over the data. Both limits hold in every layout."""
+    half = served_accuracy(half_predictions, data)
     by_layout = {}
-    for layout, predicted in half["predicted_by_layout"].items():
+    for layout, predicted in half_predictions.items():
         agreement = sum(a == b for a, b in zip(predicted, fp32_predicted, strict=True)) / len(fp32_predicted)
         change = 100 * (half["accuracy_by_layout"][layout] - fp32["accuracy"])
         by_layout[layout] = {"label_agreement": round(agreement, 5), "accuracy_change_points": round(change, 3)}
